@@ -1,0 +1,40 @@
+# The two commands of the README's quick start: `make demo` and `make test`.
+# Both create .venv when missing and install the pinned set (constraints.txt) first.
+
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.semcolor-installed
+# CPU build by default (on this project's machines it is a local wheel). GPU users:
+#   make install TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128
+TORCH_INDEX_URL ?=
+PYTEST_ARGS ?=
+
+export DVC_NO_ANALYTICS := 1
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
+export PREFECT_SERVER_ANALYTICS_ENABLED := false
+export PYTHONUNBUFFERED := 1
+
+.PHONY: install demo test bench clean-venv
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml constraints.txt
+	@$(PYTHON) -c 'import sys; assert sys.version_info[:2] == (3, 11), "semcolor needs Python 3.11, found " + sys.version.split()[0]'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q -c constraints.txt "torch==2.13.0" $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL))
+	$(BIN)/pip install -q -c constraints.txt -e ".[test]"
+	touch $@
+
+# The whole pipeline on the default params (the synthetic world), one Prefect server for all stages.
+demo: install
+	$(BIN)/python -m pipeline.prefect_server -- $(BIN)/dvc repro
+
+test: install
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: install
+	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean-venv:
+	rm -rf $(VENV)

@@ -1,0 +1,96 @@
+"""The one place that reads params.yaml: sections become typed, validated configs (semcolor.config).
+
+Stage entry points call ``load_section(Cls, "section.path")``; an unknown key or a wrong type stops the
+stage with the dotted key's name before any work is done.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+import yaml
+
+from semcolor.config import ConfigError, load_config
+
+T = TypeVar("T")
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
+    """The whole params file as plain data; a clear error when it is missing or not a mapping."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"params file not found: {path.resolve()} (run from the project root)")
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def section(params: dict[str, Any], dotted: str) -> Any:
+    """The value at a dotted key (``shards`` or ``sources.synthetic``); ConfigError naming it if absent."""
+    value: Any = params
+    for i, part in enumerate(dotted.split(".")):
+        if not isinstance(value, dict) or part not in value:
+            raise ConfigError(f"params.yaml has no key {'.'.join(dotted.split('.')[: i + 1])}")
+        value = value[part]
+    return value
+
+
+def load_section(cls: type[T], dotted: str, path: str | Path = DEFAULT_PARAMS) -> T:
+    """Load params section ``dotted`` into the frozen dataclass ``cls``."""
+    return load_config(cls, section(read_params(path), dotted), dotted)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """params.yaml `data`: which sources and sizes the data stages build, and where."""
+
+    sources: tuple[str, ...] = ("synthetic",)
+    sizes: tuple[int, ...] = (128, 352)
+    raw_dir: str = "data/raw"
+    extracted_dir: str = "data/extracted"
+    shards_dir: str = "data/shards"
+
+    def __post_init__(self):
+        from semcolor.sources import SOURCES
+
+        for name in self.sources:
+            if name not in SOURCES:
+                raise ValueError(f"sources: unknown source {name!r}; known: {', '.join(sorted(SOURCES))}")
+        for size in self.sizes:
+            if size not in (128, 352):
+                raise ValueError(f"sizes: {size} is not a shard size; use 128 and/or 352")
+
+
+@dataclass(frozen=True)
+class DownloadConfig:
+    """params.yaml `download`: where archives come from and how hard to try."""
+
+    mirror: str | None = None  # base URL replacing each archive's host (a proxy or internal mirror)
+    retries: int = 3
+
+    def __post_init__(self):
+        if not 0 <= self.retries <= 20:
+            raise ValueError(f"retries must be in [0, 20], got {self.retries}")
+
+
+@dataclass(frozen=True)
+class ShardsConfig:
+    """params.yaml `shards`: conversion of extracted sources into Lab WebDataset shards."""
+
+    samples_per_shard: int = 256
+    workers: int = 2  # processes on this machine (ignored when dask_address is set)
+    on_error: Literal["skip", "raise"] = "skip"
+    max_skipped_fraction: float = 0.01  # above this share of skipped inputs, conversion fails
+    dask_address: str | None = None  # e.g. tcp://scheduler:8786 to run on a Dask cluster
+
+    def __post_init__(self):
+        if self.samples_per_shard < 1:
+            raise ValueError(f"samples_per_shard must be >= 1, got {self.samples_per_shard}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be >= 1, got {self.workers}")
+        if not 0.0 <= self.max_skipped_fraction <= 1.0:
+            raise ValueError(f"max_skipped_fraction must be in [0, 1], got {self.max_skipped_fraction}")

@@ -1,0 +1,31 @@
+"""Shared test setup: offline, quiet tools, and the location of ../shared (fixtures, photos)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Before any tool is imported: no analytics, a patient ephemeral Prefect server (REFERENCE.md section 4).
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+SHARED_DIR = Path(os.environ.get("SEMCOLOR_SHARED_DIR", REPO_ROOT.parent / "shared"))
+
+
+@pytest.fixture(scope="session")
+def shared_dir() -> Path:
+    """The read-only ../shared folder beside the checkout (CI has it there too)."""
+    if not SHARED_DIR.is_dir():
+        pytest.fail(f"shared material not found at {SHARED_DIR}; set SEMCOLOR_SHARED_DIR")
+    return SHARED_DIR
+
+
+@pytest.fixture(scope="session")
+def repo_root() -> Path:
+    return REPO_ROOT
