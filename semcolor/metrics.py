@@ -1,0 +1,265 @@
+"""Every colorization metric, shared by training and evaluation (numpy; no I/O, no downloaded weights).
+
+Conventions (state them, most colorization bugs live in a range):
+- RGB images: uint8 in [0, 255] or float in [0, 1], channel-last (H, W, 3) or batched (N, H, W, 3).
+  Float and uint8 inputs are brought to float [0, 1] before comparison; PSNR/SSIM use data range 1.
+- Lab: L in [0, 100], a/b in about [-128, 127], channel-last.
+- ab arrays: (..., 2) in Lab units.
+- Label maps: integer class indices, 255 = ignore.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from scipy import ndimage
+
+IGNORE_INDEX = 255
+
+
+def _to_float01(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype == np.uint8:
+        return image.astype(np.float64) / 255.0
+    return image.astype(np.float64)
+
+
+def psnr(prediction: np.ndarray, target: np.ndarray) -> float:
+    """Peak signal-to-noise ratio in dB between two RGB images (data range 1 after scaling to [0, 1]).
+
+    Identical images give +inf."""
+    mse = float(np.mean((_to_float01(prediction) - _to_float01(target)) ** 2))
+    return float("inf") if mse == 0.0 else float(10.0 * np.log10(1.0 / mse))
+
+
+def _gaussian(image: np.ndarray, sigma: float) -> np.ndarray:
+    # truncate=3.5 gives the 11-tap window of the SSIM paper (radius 5) at sigma 1.5
+    return ndimage.gaussian_filter(image, sigma=sigma, truncate=3.5, mode="reflect")
+
+
+def _ssim_maps(x: np.ndarray, y: np.ndarray, sigma: float = 1.5) -> tuple[np.ndarray, np.ndarray]:
+    """SSIM and contrast-structure maps of two single-channel float images in [0, 1] (Wang et al. 2004)."""
+    c1, c2 = 0.01**2, 0.03**2
+    mu_x, mu_y = _gaussian(x, sigma), _gaussian(y, sigma)
+    var_x = _gaussian(x * x, sigma) - mu_x**2
+    var_y = _gaussian(y * y, sigma) - mu_y**2
+    cov = _gaussian(x * y, sigma) - mu_x * mu_y
+    contrast_structure = (2 * cov + c2) / (var_x + var_y + c2)
+    luminance = (2 * mu_x * mu_y + c1) / (mu_x**2 + mu_y**2 + c1)
+    return luminance * contrast_structure, contrast_structure
+
+
+def ssim(prediction: np.ndarray, target: np.ndarray) -> float:
+    """Mean structural similarity of two RGB images (H, W, 3), averaged over channels; in [-1, 1].
+
+    Gaussian window sigma 1.5, K1 0.01, K2 0.03, data range 1: scikit-image's
+    ``structural_similarity(..., gaussian_weights=True, sigma=1.5, use_sample_covariance=False,
+    data_range=1, channel_axis=-1)`` up to its border cropping."""
+    x, y = _to_float01(prediction), _to_float01(target)
+    return float(np.mean([_ssim_maps(x[..., c], y[..., c])[0].mean() for c in range(x.shape[-1])]))
+
+
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)  # Wang et al. 2003
+
+
+def ms_ssim(image_a: np.ndarray, image_b: np.ndarray, weights: Sequence[float] = MS_SSIM_WEIGHTS) -> float:
+    """Multi-scale SSIM of two RGB images (H, W, 3) in [0, 1] or uint8; 1 for identical images.
+
+    Used as the diversity measure between two samples of the same input (lower = more diverse). Each
+    scale halves the image by 2x2 averaging; negative contrast-structure terms are clipped to 0 so the
+    weighted product stays defined."""
+    x, y = _to_float01(image_a), _to_float01(image_b)
+    values = []
+    for channel in range(x.shape[-1]):
+        xc, yc = x[..., channel], y[..., channel]
+        factors = []
+        for level, weight in enumerate(weights):
+            ssim_map, cs_map = _ssim_maps(xc, yc)
+            last = level == len(weights) - 1
+            term = max(float((ssim_map if last else cs_map).mean()), 0.0)
+            factors.append(term**weight)
+            if not last:
+                if min(xc.shape) < 2:
+                    raise ValueError(f"image too small for {len(weights)} MS-SSIM scales: {x.shape}")
+                xc, yc = _downsample2(xc), _downsample2(yc)
+        values.append(float(np.prod(factors)))
+    return float(np.mean(values))
+
+
+def _downsample2(image: np.ndarray) -> np.ndarray:
+    h, w = (image.shape[0] // 2) * 2, (image.shape[1] // 2) * 2
+    image = image[:h, :w]
+    return 0.25 * (image[0::2, 0::2] + image[1::2, 0::2] + image[0::2, 1::2] + image[1::2, 1::2])
+
+
+def colorfulness(rgb: np.ndarray) -> float:
+    """Hasler and Susstrunk colorfulness of an RGB image, in the 8-bit scale (0 for gray, ~100+ vivid).
+
+    rg = R - G, yb = 0.5 (R + G) - B on [0, 255] values; CF = sqrt(std_rg^2 + std_yb^2) +
+    0.3 sqrt(mean_rg^2 + mean_yb^2). We use the signed rg/yb of the paper (not |rg|, |yb|)."""
+    image = _to_float01(rgb) * 255.0
+    r, g, b = image[..., 0], image[..., 1], image[..., 2]
+    rg, yb = r - g, 0.5 * (r + g) - b
+    return float(np.sqrt(rg.std() ** 2 + yb.std() ** 2) + 0.3 * np.sqrt(rg.mean() ** 2 + yb.mean() ** 2))
+
+
+def delta_colorfulness(predictions: Sequence[np.ndarray], targets: Sequence[np.ndarray]) -> float:
+    """|mean CF(predictions) - mean CF(targets)| over two sets of RGB images (lower is better)."""
+    return abs(float(np.mean([colorfulness(p) for p in predictions])) - float(np.mean([colorfulness(t) for t in targets])))
+
+
+def ciede2000(lab_a: np.ndarray, lab_b: np.ndarray) -> np.ndarray:
+    """CIEDE2000 color difference (kL = kC = kH = 1) between Lab arrays (..., 3); returns shape (...).
+
+    Sharma, Wu and Dalal (2005) formulation, vectorized."""
+    lab_a, lab_b = np.asarray(lab_a, np.float64), np.asarray(lab_b, np.float64)
+    l1, a1, b1 = lab_a[..., 0], lab_a[..., 1], lab_a[..., 2]
+    l2, a2, b2 = lab_b[..., 0], lab_b[..., 1], lab_b[..., 2]
+    c_bar = 0.5 * (np.hypot(a1, b1) + np.hypot(a2, b2))
+    g = 0.5 * (1 - np.sqrt(c_bar**7 / (c_bar**7 + 25.0**7)))
+    a1p, a2p = (1 + g) * a1, (1 + g) * a2
+    c1p, c2p = np.hypot(a1p, b1), np.hypot(a2p, b2)
+    h1p = np.degrees(np.arctan2(b1, a1p)) % 360
+    h2p = np.degrees(np.arctan2(b2, a2p)) % 360
+    dl = l2 - l1
+    dc = c2p - c1p
+    dh = h2p - h1p
+    dh = np.where(dh > 180, dh - 360, np.where(dh < -180, dh + 360, dh))
+    dh = np.where(c1p * c2p == 0, 0.0, dh)
+    dH = 2 * np.sqrt(c1p * c2p) * np.sin(np.radians(dh) / 2)
+    l_bar = 0.5 * (l1 + l2)
+    cp_bar = 0.5 * (c1p + c2p)
+    h_sum = h1p + h2p
+    h_bar = np.where(
+        c1p * c2p == 0,
+        h_sum,
+        np.where(np.abs(h1p - h2p) <= 180, 0.5 * h_sum, np.where(h_sum < 360, 0.5 * (h_sum + 360), 0.5 * (h_sum - 360))),
+    )
+    t = (
+        1
+        - 0.17 * np.cos(np.radians(h_bar - 30))
+        + 0.24 * np.cos(np.radians(2 * h_bar))
+        + 0.32 * np.cos(np.radians(3 * h_bar + 6))
+        - 0.20 * np.cos(np.radians(4 * h_bar - 63))
+    )
+    d_theta = 30 * np.exp(-(((h_bar - 275) / 25) ** 2))
+    r_c = 2 * np.sqrt(cp_bar**7 / (cp_bar**7 + 25.0**7))
+    s_l = 1 + 0.015 * (l_bar - 50) ** 2 / np.sqrt(20 + (l_bar - 50) ** 2)
+    s_c = 1 + 0.045 * cp_bar
+    s_h = 1 + 0.015 * cp_bar * t
+    r_t = -np.sin(np.radians(2 * d_theta)) * r_c
+    return np.sqrt((dl / s_l) ** 2 + (dc / s_c) ** 2 + (dH / s_h) ** 2 + r_t * (dc / s_c) * (dH / s_h))
+
+
+AUC_THRESHOLDS = np.arange(0, 151, dtype=np.float64)  # ab L2 error thresholds 0..150 (Zhang et al. 2016)
+
+
+def ab_bin_index(ab: np.ndarray, bin_size: float = 10.0) -> np.ndarray:
+    """Index of the bin of a grid of side ``bin_size`` over ab in [-110, 120) (23 x 23 cells), shape (...)."""
+    cells = np.clip(np.floor((np.asarray(ab) + 110.0) / bin_size), 0, 22).astype(np.int64)
+    return cells[..., 0] * 23 + cells[..., 1]
+
+
+def rebalancing_weights(target_ab: np.ndarray, bin_size: float = 10.0) -> np.ndarray:
+    """Per-pixel weights inversely proportional to the frequency of the pixel's ab bin in ``target_ab``
+    (..., 2), normalized so that the weights average to 1 over the pixels."""
+    bins = ab_bin_index(target_ab, bin_size).ravel()
+    counts = np.bincount(bins, minlength=23 * 23).astype(np.float64)
+    weights = 1.0 / counts[bins]
+    weights *= weights.size / weights.sum()
+    return weights.reshape(np.asarray(target_ab).shape[:-1])
+
+
+def ab_error_auc(
+    predicted_ab: np.ndarray, target_ab: np.ndarray, weights: np.ndarray | None = None,
+    thresholds: np.ndarray = AUC_THRESHOLDS,
+) -> float:
+    """Area under the cumulative curve of per-pixel ab L2 error, normalized to [0, 1] (1 = perfect).
+
+    For each threshold t in ``thresholds`` (default 0..150), the (weighted) share of pixels with
+    ||ab_pred - ab_true|| <= t; the curve's mean over thresholds is the AuC. ``weights`` (same shape as
+    the pixels) gives the class-rebalanced variant (see ``rebalancing_weights``)."""
+    error = np.linalg.norm(np.asarray(predicted_ab, np.float64) - np.asarray(target_ab, np.float64), axis=-1).ravel()
+    w = np.ones_like(error) if weights is None else np.asarray(weights, np.float64).ravel()
+    if w.shape != error.shape:
+        raise ValueError(f"weights have {w.size} entries for {error.size} pixels")
+    order = np.argsort(error)
+    cumulative = np.cumsum(w[order]) / w.sum()
+    positions = np.searchsorted(error[order], thresholds, side="right")
+    shares = np.where(positions > 0, cumulative[np.maximum(positions - 1, 0)], 0.0)
+    return float(shares.mean())
+
+
+def confusion_matrix(prediction: np.ndarray, target: np.ndarray, num_classes: int, ignore_index: int = IGNORE_INDEX) -> np.ndarray:
+    """(num_classes, num_classes) counts, rows = target class, columns = predicted; ignored pixels dropped."""
+    target = np.asarray(target).ravel().astype(np.int64)
+    prediction = np.asarray(prediction).ravel().astype(np.int64)
+    keep = target != ignore_index
+    target, prediction = target[keep], prediction[keep]
+    if target.size and (target.max() >= num_classes or target.min() < 0):
+        raise ValueError(f"target class {target.max()} outside [0, {num_classes})")
+    prediction = np.clip(prediction, 0, num_classes - 1)
+    return np.bincount(target * num_classes + prediction, minlength=num_classes**2).reshape(num_classes, num_classes)
+
+
+def mean_iou(confusion: np.ndarray) -> float:
+    """Mean intersection over union over the classes present in target or prediction, in [0, 1]."""
+    confusion = np.asarray(confusion, np.float64)
+    intersection = np.diag(confusion)
+    union = confusion.sum(0) + confusion.sum(1) - intersection
+    present = union > 0
+    return float((intersection[present] / union[present]).mean()) if present.any() else float("nan")
+
+
+def _ab_distance_to_modes(ab: np.ndarray, modes: np.ndarray) -> np.ndarray:
+    """Distance of each ab (P, 2) to its nearest mode among ``modes`` (M, 2): shape (P,)."""
+    return np.min(np.linalg.norm(ab[:, None, :] - modes[None, :, :], axis=-1), axis=1)
+
+
+def semantic_color_accuracy(
+    predicted_ab: np.ndarray, labels: np.ndarray, class_modes: dict[int, np.ndarray], threshold: float = 12.0,
+) -> float:
+    """Share of labeled pixels whose predicted ab lies within delta-E ``threshold`` of one of its class's
+    chroma modes (the synthetic world knows them). At the pixel's own lightness, delta-E (CIE76) between
+    two colors that differ only in chroma is the ab distance.
+
+    predicted_ab: (..., 2) Lab units; labels: (...) class ids with 255 ignored; class_modes: class id ->
+    (M, 2) array of that class's (a, b) modes. Pixels of classes without modes are ignored. In [0, 1]."""
+    predicted_ab = np.asarray(predicted_ab, np.float64).reshape(-1, 2)
+    labels = np.asarray(labels).ravel()
+    hits = total = 0
+    for class_id, modes in class_modes.items():
+        mask = labels == class_id
+        if not mask.any():
+            continue
+        distances = _ab_distance_to_modes(predicted_ab[mask], np.asarray(modes, np.float64).reshape(-1, 2))
+        hits += int((distances <= threshold).sum())
+        total += int(mask.sum())
+    return hits / total if total else float("nan")
+
+
+def mode_coverage(
+    sample_abs: Sequence[np.ndarray], labels: np.ndarray, class_modes: dict[int, np.ndarray], threshold: float = 12.0,
+) -> float:
+    """For multimodal classes, the share of a class's modes hit across k samples of the same image.
+
+    sample_abs: k predictions (H, W, 2) of one image; labels (H, W). For every multimodal class present
+    (two or more modes), each sample's median ab over the class's pixels hits the nearest mode if it is
+    within ``threshold``; coverage = modes hit / modes. Returns the mean over the classes present, in
+    [0, 1], or nan when no multimodal class is present."""
+    labels = np.asarray(labels)
+    coverages = []
+    for class_id, modes in class_modes.items():
+        modes = np.asarray(modes, np.float64).reshape(-1, 2)
+        mask = labels == class_id
+        if len(modes) < 2 or not mask.any():
+            continue
+        hit = set()
+        for ab in sample_abs:
+            median = np.median(np.asarray(ab, np.float64)[mask], axis=0)
+            distances = np.linalg.norm(modes - median, axis=1)
+            if distances.min() <= threshold:
+                hit.add(int(distances.argmin()))
+        coverages.append(len(hit) / len(modes))
+    return float(np.mean(coverages)) if coverages else float("nan")
