@@ -1,7 +1,10 @@
 """The training loop shared by every model family.
 
 A model exposes ``compute_losses(batch) -> dict`` whose ``"loss"`` entry is the scalar to minimise (the
-other entries are logged). The loop adds what every recipe needs: Adam, optional EMA/Polyak weights,
+other entries are logged). A model with several optimizers (a GAN) instead exposes
+``make_optimizers(lr, betas, weight_decay) -> dict[str, Optimizer]`` and
+``train_step(batch, optimizers, grad_clip) -> dict`` that performs its own updates; the loop then only
+checks, logs, averages and checkpoints (such models are not wrapped in DDP). The loop adds what every recipe needs: Adam, optional EMA/Polyak weights,
 gradient clipping, a guard against non-finite losses, bf16 autocast on CUDA, optional torch.compile,
 DDP when started by torchrun, atomic checkpoints, exact resume, a progress bar, and a logging callback
 that only rank 0 calls.
@@ -125,7 +128,14 @@ def train(
     device = device or torch.device("cpu")
     checkpoint_path = Path(checkpoint_path)
     model.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas, weight_decay=config.weight_decay)
+    custom_step = hasattr(model, "train_step")
+    if custom_step:
+        if context.enabled:
+            raise ValueError(f"{model_name} performs its own optimizer steps and cannot be trained with DDP")
+        optimizers = model.make_optimizers(config.lr, config.betas, config.weight_decay)
+    else:
+        optimizers = {"main": torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas,
+                                               weight_decay=config.weight_decay)}
     ema = ExponentialMovingAverage(model, config.ema_decay) if config.ema_decay is not None else None
     step = 0
     if resume and checkpoint_path.is_file():
@@ -133,7 +143,8 @@ def train(
         if payload["model_name"] != model_name:
             raise ValueError(f"{checkpoint_path} holds a {payload['model_name']} model, not {model_name}")
         model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
+        for name, state in payload["optimizer"].items():
+            optimizers[name].load_state_dict(state)
         if ema is not None and payload.get("ema") is not None:
             ema.load_state_dict(payload["ema"])
         set_rng_state(payload["rng"])
@@ -143,7 +154,7 @@ def train(
     def checkpoint(at_step: int) -> Path:
         return save_checkpoint(checkpoint_path, {
             "model_name": model_name, "model_config": plain_config, "model": model.state_dict(),
-            "ema": ema.state_dict() if ema is not None else None, "optimizer": optimizer.state_dict(),
+            "ema": ema.state_dict() if ema is not None else None, "optimizer": {name: opt.state_dict() for name, opt in optimizers.items()},
             "step": at_step, "rng": rng_state(), "train_config": config_to_dict(config), "extra": extra or {},
         })
 
@@ -173,16 +184,21 @@ def train(
             if index < skip:
                 continue  # replaying the epoch up to where the checkpoint left it
             batch = move_batch(batch, device)
-            with autocast:
-                losses = loss_module(batch)
-            loss = losses["loss"]
-            _check_finite(loss, step + 1, batch, context)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
             grad_norm = None
-            if config.grad_clip is not None:
-                grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
-            optimizer.step()
+            if custom_step:
+                with autocast:
+                    losses = model.train_step(batch, optimizers, config.grad_clip)
+                _check_finite(losses["loss"], step + 1, batch, context)
+            else:
+                with autocast:
+                    losses = loss_module(batch)
+                loss = losses["loss"]
+                _check_finite(loss, step + 1, batch, context)
+                optimizers["main"].zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip is not None:
+                    grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+                optimizers["main"].step()
             if ema is not None:
                 ema.update(model)
             step += 1
