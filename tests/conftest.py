@@ -29,3 +29,16 @@ def shared_dir() -> Path:
 @pytest.fixture(scope="session")
 def repo_root() -> Path:
     return REPO_ROOT
+
+
+pytest_plugins = ["tests.http_server"]  # the `http_server` fixture: a Range-capable server on 127.0.0.1
+
+
+@pytest.fixture(scope="session")
+def prefect_harness():
+    """One temporary Prefect API (SQLite) for every test that runs real flows: the server start-up
+    (~20-50 s on a loaded 2-core machine) is paid once per test session, not once per flow."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=None):
+        yield
