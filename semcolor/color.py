@@ -19,8 +19,12 @@ clipped to [0, 255]. Decoding is the exact inverse of the scaling (no rounding).
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
-import torch
+
+if TYPE_CHECKING:  # torch is imported where it is used: the numpy paths (shard workers) never pay for it
+    import torch
 
 __all__ = [
     "srgb_to_lab",
@@ -325,6 +329,8 @@ def rgb8_to_lab8(rgb8) -> np.ndarray:
 
 
 def _torch_float_input(tensor: torch.Tensor, dim: int, name: str) -> torch.Tensor:
+    import torch
+
     if not isinstance(tensor, torch.Tensor) or not tensor.is_floating_point():
         got = tensor.dtype if isinstance(tensor, torch.Tensor) else type(tensor).__name__
         raise TypeError(f"{name}: expected a floating-point torch.Tensor, got {got}")
@@ -349,6 +355,8 @@ def srgb_to_lab_torch(rgb: torch.Tensor, dim: int = -3) -> torch.Tensor:
         (float16/bfloat16 inputs are computed in float32 and cast back). Gradients are finite
         everywhere, including at black, where the cube root and the 2.4 power are not evaluated.
     """
+    import torch
+
     x = _torch_float_input(rgb, dim, "srgb_to_lab_torch")
     # Each power branch sees a clamped input: torch.where back-propagates into both branches, and
     # an unclamped pow at 0 (or below) would turn the unused branch's inf/NaN gradient into NaN.
@@ -379,6 +387,8 @@ def lab_to_srgb_torch(lab: torch.Tensor, dim: int = -3) -> torch.Tensor:
         sRGB tensor of the same shape, dtype and device, in [0, 1] (float16/bfloat16 inputs are
         computed in float32 and cast back). Gradients are finite everywhere.
     """
+    import torch
+
     x = _torch_float_input(lab, dim, "lab_to_srgb_torch")
     lightness, a, b = x.unbind(dim)
     fy = (lightness + 16.0) / 116.0
