@@ -66,6 +66,9 @@ class SampleError(Exception):
         self.key = key
         self.reason = reason
 
+    def __reduce__(self):  # picklable with its two arguments, so it crosses process and Dask boundaries
+        return (SampleError, (self.key, self.reason))
+
 
 class Source:
     """Base class of every dataset source. Subclasses set the class attributes and implement

@@ -1,0 +1,290 @@
+"""Shard conversion speed against the JPEG decode floor, on the same JPEGs, in one run.
+
+    python bench/shards.py [--images DIR] [--count 200] [--size 128] [--rounds 3] [--workers N]
+
+Builds a tree in the real VOC2012 layout (JPEGs + palette label PNGs + split list) in a temporary
+directory, from ``--images DIR`` (its *.jpg, with generated labels) or from ``--count`` generated
+500x375 JPEGs (quality 90, seeded: smooth gradients and blobs plus sensor-like noise, not flat colors).
+Then it measures, best of ``--rounds`` interleaved rounds:
+
+- ``decode_ips``: PIL decode only, one core: ``Image.open(p).convert("RGB")`` + ``load()``;
+- ``convert_ips_per_core``: ``semcolor.shards.convert_item`` through the ``voc2012`` source (decode of
+  image and label, checks, resize, Lab, both PNG encodes), one core; ``ratio`` = convert / decode.
+  These one-core rates are images per CPU second of this process (``time.process_time``), so that other
+  jobs on a shared machine disturb them little;
+- ``scaling``: wall-clock rate of ``convert_split`` on a warm pool of ``--workers`` processes (default
+  all cores) over the same in this one process (both write the shards). Only meaningful on an otherwise
+  idle machine: ``load_average_1min`` is printed beside it;
+plus a per-stage breakdown (ms per image) and what JPEG draft-mode decoding would save.
+The last line printed is one JSON object with every figure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from semcolor.color import rgb8_to_lab8
+from semcolor.shards import (
+    PNG_COMPRESS_LEVEL,
+    convert_item,
+    convert_items,
+    convert_split,
+    encode_png,
+    process_pool,
+    resize_sample,
+)
+from semcolor.sources import get_source
+from semcolor.sources.base import Item, Source
+
+WIDTH, HEIGHT = 500, 375
+
+
+def natural_image(rng: np.random.Generator, width: int = WIDTH, height: int = HEIGHT) -> np.ndarray:
+    """uint8 (H, W, 3): a sky-to-ground gradient, a few soft colored blobs, fine texture and noise."""
+    y, x = np.mgrid[0:height, 0:width].astype(np.float32)
+    top, bottom = rng.uniform(40, 230, 3), rng.uniform(20, 200, 3)
+    image = top + (bottom - top) * (y / height)[..., None]
+    for _ in range(int(rng.integers(3, 7))):
+        cx, cy = rng.uniform(0, width), rng.uniform(0, height)
+        radius = rng.uniform(20, 150)
+        weight = np.exp(-((x - cx) ** 2 + (y - cy) ** 2) / (2 * radius**2))[..., None]
+        image = image * (1 - weight) + rng.uniform(0, 255, 3) * weight
+    frequency = rng.uniform(0.05, 0.3, 2)
+    image += 12 * (np.sin(x * frequency[0]) * np.sin(y * frequency[1]))[..., None]
+    image += rng.normal(0, 5, image.shape)
+    return np.clip(image, 0, 255).astype(np.uint8)
+
+
+def blocky_label(rng: np.random.Generator, width: int, height: int) -> np.ndarray:
+    """uint8 (H, W): a few rectangles of classes 1-20 with a 2-pixel 255 band, as VOC labels look."""
+    label = np.zeros((height, width), np.uint8)
+    for _ in range(3):
+        x0, y0 = int(rng.integers(0, width // 2)), int(rng.integers(0, height // 2))
+        x1, y1 = int(rng.integers(x0 + 8, width + 1)), int(rng.integers(y0 + 8, height + 1))
+        label[y0:y1, x0:x1] = 255
+        label[y0 + 2 : y1 - 2, x0 + 2 : x1 - 2] = int(rng.integers(1, 21))
+    return label
+
+
+def build_voc_tree(root: Path, images: Path | None, count: int, seed: int) -> Path:
+    """``root`` in the VOC2012 layout (the ``voc2012`` source reads it); returns ``root``."""
+    devkit = root / "VOCdevkit" / "VOC2012"
+    for sub in ("JPEGImages", "SegmentationClass", "ImageSets/Segmentation"):
+        (devkit / sub).mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    ids = []
+    sources = sorted(images.glob("*.jpg"))[:count] if images is not None else [None] * count
+    for index, path in enumerate(sources):
+        image_id = f"bench_{index:06d}"
+        target = devkit / "JPEGImages" / f"{image_id}.jpg"
+        if path is None:
+            Image.fromarray(natural_image(rng)).save(target, quality=90)
+        else:
+            shutil.copyfile(path, target)
+        with Image.open(target) as image:
+            width, height = image.size
+        palette_label = Image.fromarray(blocky_label(rng, width, height), mode="P")
+        palette_label.putpalette([0, 0, 0] + [128, 64, 0] * 255)
+        palette_label.save(devkit / "SegmentationClass" / f"{image_id}.png")
+        ids.append(image_id)
+    if not ids:
+        raise SystemExit(f"no *.jpg found in {images}")
+    (devkit / "ImageSets/Segmentation/train.txt").write_text("\n".join(ids) + "\n")
+    return root
+
+
+def per_second(count: int, action: Callable[[], object]) -> float:
+    """``count`` divided by the wall time of ``action()``."""
+    start = time.perf_counter()
+    action()
+    return count / (time.perf_counter() - start)
+
+
+def per_cpu_second(count: int, action: Callable[[], object]) -> float:
+    """``count`` divided by the CPU time this process spent in ``action()``: a one-core rate that other
+    load on a shared machine disturbs far less than wall time does."""
+    start = time.process_time()
+    action()
+    return count / (time.process_time() - start)
+
+
+def cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds consumed so far by the processes ``pids`` (Linux /proc; 0 elsewhere)."""
+    total = 0.0
+    for pid in pids:
+        try:
+            fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        total += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    return total
+
+
+def decode_all(paths: list[str], draft: int | None = None) -> None:
+    for path in paths:
+        with Image.open(path) as image:
+            if draft is not None:
+                image.draft("RGB", (draft, draft))
+            image.convert("RGB").load()
+
+
+def convert_all(source: Source, items: list[Item], size: int) -> None:
+    for item in items:
+        convert_item(source, item, size)
+
+
+def stage_breakdown(source: Source, items: list[Item], size: int) -> dict[str, float]:
+    """Milliseconds per image of each stage, one core."""
+    paths = [item.paths[0] for item in items]
+    samples = [source.load(item) for item in items]
+    resized = [resize_sample(s.image, s.label, size) for s in samples]
+    labs = [rgb8_to_lab8(image) for image, _ in resized]
+
+    def timed(action: Callable[[], object]) -> float:
+        start = time.process_time()
+        action()
+        return 1000 * (time.process_time() - start) / len(items)
+
+    drafted = []
+
+    def decode_drafted() -> None:
+        for path in paths:
+            with Image.open(path) as image:
+                image.draft("RGB", (size, size))
+                drafted.append(np.asarray(image.convert("RGB")))
+
+    breakdown = {
+        "decode_jpeg": timed(lambda: decode_all(paths)),
+        "decode_jpeg_draft": timed(decode_drafted),
+        "source_load": timed(lambda: [source.load(item) for item in items]),
+        "resize": timed(lambda: [resize_sample(s.image, s.label, size) for s in samples]),
+        "resize_from_draft": timed(
+            lambda: [Image.fromarray(d).resize((size, size), Image.Resampling.BICUBIC) for d in drafted]
+        ),
+        "rgb8_to_lab8": timed(lambda: [rgb8_to_lab8(image) for image, _ in resized]),
+        "encode_lab_png": timed(lambda: [encode_png(lab) for lab in labs]),
+        "encode_seg_png": timed(lambda: [encode_png(np.ascontiguousarray(label)) for _, label in resized]),
+        "convert_item": timed(lambda: convert_all(source, items, size)),
+    }
+    return {name: round(value, 3) for name, value in breakdown.items()}
+
+
+def png_levels(source: Source, items: list[Item], size: int) -> dict[str, dict[str, float]]:
+    """Lab PNG encode time (ms/image) and size (KiB/image) per zlib level, for this module's encoder and
+    for PIL's (adaptive per-row filter), to justify the chosen encoder and level."""
+    labs = [rgb8_to_lab8(resize_sample(s.image, s.label, size)[0]) for s in map(source.load, items)]
+
+    def pil_png(lab: np.ndarray, level: int) -> bytes:
+        buffer = io.BytesIO()
+        Image.fromarray(lab, mode="RGB").save(buffer, format="PNG", compress_level=level)
+        return buffer.getvalue()
+
+    table = {}
+    for name, encoder in (("semcolor", encode_png), ("pil", pil_png)):
+        for level in (0, 1, 3, 6, 9):
+            start = time.process_time()
+            total = sum(len(encoder(lab, level)) for lab in labs)
+            elapsed = time.process_time() - start
+            table[f"{name}_{level}"] = {
+                "ms": round(1000 * elapsed / len(labs), 3),
+                "kib": round(total / len(labs) / 1024, 1),
+            }
+    return table
+
+
+def main(argv: list[str] | None = None) -> dict[str, object]:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=Path, help="a folder of *.jpg to use instead of generated ones")
+    parser.add_argument("--count", type=int, default=200, help="images to generate or take (default 200)")
+    parser.add_argument("--size", type=int, default=128, help="stored side in pixels (default 128)")
+    parser.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best is kept")
+    parser.add_argument("--workers", type=int, default=os.cpu_count() or 1, help="processes (all cores)")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+
+    with tempfile.TemporaryDirectory(prefix="bench-shards-") as temporary:
+        root = build_voc_tree(Path(temporary) / "voc2012", args.images, args.count, args.seed)
+        source = get_source("voc2012", root)
+        items = source.list_items("train")
+        paths = [item.paths[0] for item in items]
+        out_dir = Path(temporary) / "shards"
+
+        def split_with(**options: object) -> None:
+            convert_split(source, "train", args.size, out_dir, progress=False, chunk_size=8, **options)
+
+        started = time.perf_counter()
+        pool = process_pool(args.workers)
+        # warm: every worker started and holding its imports before anything is timed
+        warm = [pool.submit(convert_items, source, items[:1], args.size) for _ in range(args.workers)]
+        [future.result() for future in warm]
+        pool_start_s = time.perf_counter() - started
+
+        worker_pids = list(pool._processes)  # private, but the only handle on the workers' CPU time
+        decode, decode_draft, convert, serial, parallel, serial_cpu, parallel_cpu = ([] for _ in range(7))
+        try:
+            for _ in range(args.rounds):
+                decode.append(per_cpu_second(len(items), lambda: decode_all(paths)))
+                decode_draft.append(per_cpu_second(len(items), lambda: decode_all(paths, args.size)))
+                convert.append(per_cpu_second(len(items), lambda: convert_all(source, items, args.size)))
+                cpu_before = time.process_time()
+                serial.append(per_second(len(items), lambda: split_with(workers=1)))
+                serial_cpu.append(time.process_time() - cpu_before)
+                cpu_before = time.process_time() + cpu_seconds(worker_pids)
+                parallel.append(
+                    per_second(len(items), lambda: split_with(workers=args.workers, executor=pool))
+                )
+                parallel_cpu.append(time.process_time() + cpu_seconds(worker_pids) - cpu_before)
+        finally:
+            pool.shutdown()
+        breakdown = stage_breakdown(source, items, args.size)
+        levels = png_levels(source, items[:50], args.size)
+
+    figures: dict[str, object] = {
+        "images": len(items),
+        "size": args.size,
+        "workers": args.workers,
+        "decode_ips": round(max(decode), 1),
+        "decode_draft_ips": round(max(decode_draft), 1),
+        "convert_ips_per_core": round(max(convert), 1),
+        "ratio": round(max(convert) / max(decode), 3),
+        "split_ips_one_process": round(max(serial), 1),
+        "split_ips_all_workers": round(max(parallel), 1),
+        "scaling": round(max(parallel) / max(serial), 3),
+        # CPU seconds of the whole parallel run (parent + workers) per CPU second of the serial one: the
+        # pool's overhead. On idle cores the speed-up would be about workers / this.
+        "parallel_cpu_overhead": round(min(parallel_cpu) / min(serial_cpu), 3),
+        "scaling_on_idle_cores_estimate": round(args.workers * min(serial_cpu) / min(parallel_cpu), 3),
+        "pool_start_s": round(pool_start_s, 2),
+        "png_compress_level": PNG_COMPRESS_LEVEL,
+        "ms_per_image": breakdown,
+        "lab_png_by_level": levels,
+        "load_average_1min": round(os.getloadavg()[0], 2),
+    }
+    print(f"decode only      {figures['decode_ips']:8.1f} img/s (draft {figures['decode_draft_ips']:.1f})")
+    print(f"convert, 1 core  {figures['convert_ips_per_core']:8.1f} img/s  ratio {figures['ratio']:.3f}")
+    print(
+        f"convert_split    {figures['split_ips_one_process']:8.1f} img/s in 1 process, "
+        f"{figures['split_ips_all_workers']:.1f} img/s on {args.workers}: scaling {figures['scaling']:.3f} "
+        f"(load average {figures['load_average_1min']}; CPU overhead of the pool "
+        f"{figures['parallel_cpu_overhead']:.3f}x, so about {figures['scaling_on_idle_cores_estimate']:.2f}x "
+        "on idle cores)"
+    )
+    print("ms per image:", ", ".join(f"{k} {v}" for k, v in breakdown.items()))
+    print(json.dumps(figures, sort_keys=True))
+    return figures
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
