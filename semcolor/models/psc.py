@@ -1,0 +1,550 @@
+"""Pixelated Semantic Colorization (Zhao et al., IJCV; ``shared/seeds/002_*``), three flows in one model.
+
+Read side by side with the paper:
+
+* ``SharedTrunk`` + ``ColorEmbeddingTop`` = Table 1 (the colour embedding f): gated residual blocks, two
+  stride-2 convolutions down to 1/4 resolution, dilated blocks at rates 2 and 4, a 160-channel output.
+  ``embedding_head`` (1x1 conv) turns those features into a per-pixel discretized logistic mixture over
+  (a, b) at 1/4 resolution, trained with L_emb; ``colorize_fast`` reads its mean or mode (no autoregression).
+* ``SharedTrunk`` + ``SegmentationTop`` = Table 2 (the segmentation head h). The paper's gray rows are not
+  recoverable from the text; the two tables are identical up to and including the first dilated stage
+  (rate 2), and the paper plants h "following a few bottom layers", so the trunk is shared up to there and
+  each branch has its own ``conv 3x3/1 512`` + three dilated blocks (f: rate 4, h: rate 2). h ends in ASPP:
+  three 3x3 convolutions to #class at rates 6, 12, 18, summed.
+* ``ConditionalGatedPixelCNN`` = the generator g (the paper gives no table for it): a gated PixelCNN
+  (van den Oord et al. 2016) with vertical and horizontal stacks over the a/b image at 1/4 resolution in
+  raster order, conditioned through 1x1 convolutions on f's features (``plain``, ``embed``) or on f's
+  features together with h's class probabilities (``full``: concatenation, or the FiLM-style transform).
+  Within a pixel, a comes before b through the mixture's coupling (see ``semcolor.models.mixture``).
+
+Flows (``PscConfig.variant``): ``plain`` = purple (no segmentation branch, no L_seg); ``embed`` = purple +
+blue (h trained jointly, sharing the trunk); ``full`` = purple + blue + green (h's probabilities also
+condition g).
+
+Tensors: L is lightness scaled to [-1, 1] (``L_lab / 50 - 1``), ``(N, 1, H, W)``, H and W multiples of 4
+(the paper uses 128 x 128). a/b enter and leave the model in project units (``semcolor.scaling``: ab / 128,
+channel order (a, b)); inside, the mixture works on the 8-bit grid ``(ab + 128) / 127.5 - 1`` where every
+Lab8 code is a bin centre (``to_mixture_units`` / ``from_mixture_units``). The model works at ``(H/4, W/4)``: ``compute_losses`` average-pools full-resolution a/b
+over 4 x 4 blocks and snaps the result to the 256-level grid; segmentation labels ``(N, H, W)`` (255 =
+ignore) are subsampled by nearest neighbour at the pixel (2, 2) of every 4 x 4 block, as DeepLab (Chen et al.
+2018, which the paper follows) subsamples ground truth to the logits' resolution during training.
+Losses: L_emb and L_gen in nats per a/b value, L_seg in nats per labelled pixel; L_sum = 1 L_emb + 100 L_seg
++ 1 L_gen by default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from semcolor.config import load_config
+from semcolor.models import mixture, register_model
+from semcolor.scaling import AB_SCALE
+from semcolor.sources.base import IGNORE_INDEX
+DOWNSAMPLE = 4  # the model's a/b resolution is 1/4 of the input's (two stride-2 convolutions)
+
+
+@dataclass(frozen=True)
+class PscConfig:
+    """Architecture and loss settings. Channel counts are the paper's (Table 1/2) times ``width``.
+
+    ``generator_layers`` / ``generator_channels`` / ``generator_kernel`` shape g, which the paper does not
+    tabulate (our choice: 8 gated layers of 128 channels at width 1.0, 3x3 receptive kernels).
+    """
+
+    variant: Literal["plain", "embed", "full"] = "full"
+    width: float = 1.0
+    num_classes: int = 21
+    num_mixtures: int = 10
+    condition_on_L: bool = False
+    generator_layers: int = 8
+    generator_channels: int = 128
+    generator_kernel: int = 3
+    seg_conditioning: Literal["concat", "film"] = "concat"
+    emb_weight: float = 1.0
+    seg_weight: float = 100.0
+    gen_weight: float = 1.0
+
+    def __post_init__(self) -> None:
+        if self.variant not in ("plain", "embed", "full"):
+            raise ValueError(f"variant must be 'plain', 'embed' or 'full', got {self.variant!r}")
+        if self.seg_conditioning not in ("concat", "film"):
+            raise ValueError(f"seg_conditioning must be 'concat' or 'film', got {self.seg_conditioning!r}")
+        if not 0 < self.width <= 8:
+            raise ValueError(f"width must be in (0, 8], got {self.width}")
+        for name in ("num_classes", "num_mixtures", "generator_layers", "generator_channels"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
+        if self.generator_kernel < 3 or self.generator_kernel % 2 == 0:
+            raise ValueError(f"generator_kernel must be odd and >= 3, got {self.generator_kernel}")
+        for name in ("emb_weight", "seg_weight", "gen_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def channels(self, paper_channels: int) -> int:
+        """A paper channel count scaled by ``width`` (at least 1)."""
+        return max(1, int(round(paper_channels * self.width)))
+
+    @property
+    def has_segmentation(self) -> bool:
+        return self.variant in ("embed", "full")
+
+
+# ----------------------------------------------------------------------------------------------------- blocks
+
+
+class GatedResidualBlock(nn.Module):
+    """Two 3x3 convolutions (same dilation), a skip connection and a gate: ``x + u * sigmoid(g)``.
+
+    Pre-activation ELU as in PixelCNN++'s gated_resnet; ``(u, g)`` are the two halves of the second conv.
+    """
+
+    def __init__(self, channels: int, dilation: int = 1):
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+        self.conv2 = nn.Conv2d(channels, 2 * channels, 3, padding=dilation, dilation=dilation)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        u, g = self.conv2(F.elu(self.conv1(F.elu(x)))).chunk(2, dim=1)
+        return x + u * torch.sigmoid(g)
+
+
+def _stage(in_channels: int, out_channels: int, stride: int, blocks: int, dilation: int = 1) -> nn.Sequential:
+    """One table row pair: ``convolution 3x3/stride`` then ``Residual block x blocks`` at ``dilation``."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)]
+    layers += [GatedResidualBlock(out_channels, dilation) for _ in range(blocks)]
+    return nn.Sequential(*layers)
+
+
+class SharedTrunk(nn.Sequential):
+    """Rows 1-8 of Tables 1 and 2: 128 px x 64 -> 64 px x 128 -> 32 px x 256 -> 32 px x 512 (rate 2)."""
+
+    def __init__(self, config: PscConfig):
+        c = config.channels
+        super().__init__(
+            _stage(1, c(64), 1, 2),
+            _stage(c(64), c(128), 2, 2),
+            _stage(c(128), c(256), 2, 2),
+            _stage(c(256), c(512), 1, 3, dilation=2),
+        )
+        self.out_channels = c(512)
+
+
+class ColorEmbeddingTop(nn.Sequential):
+    """Table 1 after the trunk: conv 3x3/1 512, 3 residual blocks at rate 4, conv 3x3/1 160."""
+
+    def __init__(self, config: PscConfig):
+        c = config.channels
+        super().__init__(_stage(c(512), c(512), 1, 3, dilation=4), nn.Conv2d(c(512), c(160), 3, padding=1))
+        self.out_channels = c(160)
+
+
+class SegmentationTop(nn.Module):
+    """Table 2 after the trunk: conv 3x3/1 512, 3 residual blocks at rate 2, ASPP (6, 12, 18) summed."""
+
+    def __init__(self, config: PscConfig):
+        super().__init__()
+        c = config.channels
+        self.body = _stage(c(512), c(512), 1, 3, dilation=2)
+        self.aspp = nn.ModuleList(
+            nn.Conv2d(c(512), config.num_classes, 3, padding=rate, dilation=rate) for rate in (6, 12, 18)
+        )
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        x = self.body(features)
+        return sum(branch(x) for branch in self.aspp)
+
+
+class FilmConditioning(nn.Module):
+    """The feature-transform alternative to concatenation: ``f * (1 + gamma) + beta``, (gamma, beta) from
+    two 3x3 convolutions on h's class probabilities (Perez et al. 2018; Wang et al. 2018). The last conv
+    starts at zero so the transform starts as the identity."""
+
+    def __init__(self, num_classes: int, channels: int):
+        super().__init__()
+        self.hidden = nn.Conv2d(num_classes, channels, 3, padding=1)
+        self.out = nn.Conv2d(channels, 2 * channels, 3, padding=1)
+        nn.init.zeros_(self.out.weight)
+        nn.init.zeros_(self.out.bias)
+
+    def forward(self, features: torch.Tensor, probabilities: torch.Tensor) -> torch.Tensor:
+        gamma, beta = self.out(F.relu(self.hidden(probabilities))).chunk(2, dim=1)
+        return features * (1.0 + gamma) + beta
+
+
+def down_shift(x: torch.Tensor) -> torch.Tensor:
+    """Move every row one down (zeros in row 0): position (i, j) then holds row i - 1."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]
+
+
+def right_shift(x: torch.Tensor) -> torch.Tensor:
+    """Move every column one right (zeros in column 0): position (i, j) then holds column j - 1."""
+    return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
+
+
+class GatedPixelCNNLayer(nn.Module):
+    """One layer of the gated PixelCNN (van den Oord et al. 2016), vertical and horizontal stacks.
+
+    Both stacks are kept *strictly causal*: the vertical stack at (i, j) sees only rows < i, the horizontal
+    stack only rows < i plus row i left of j. The first layer gets that by shifting the a/b image (down for
+    the vertical stack, right for the horizontal one: mask A); later layers use kernels that include their
+    own position (mask B): vertical ``(r + 1) x (2r + 1)`` over rows i - r..i, horizontal ``1 x (r + 1)`` over
+    columns j - r..j. The 1x1 link from vertical to horizontal at the same position closes the blind spot.
+    Convolutions carry no padding: ``forward`` pads, so the cached sampler can run them on slices.
+    """
+
+    def __init__(self, in_channels: int, channels: int, cond_channels: int, kernel: int, first: bool):
+        super().__init__()
+        self.radius = kernel // 2
+        self.first = first
+        r = self.radius
+        self.conv_vertical = nn.Conv2d(in_channels, 2 * channels, (r + 1, 2 * r + 1))
+        self.conv_horizontal = nn.Conv2d(in_channels, 2 * channels, (1, r + 1))
+        self.link = nn.Conv2d(2 * channels, 2 * channels, 1)
+        self.condition = nn.Conv2d(cond_channels, 4 * channels, 1)  # (vertical, horizontal) gate biases
+        self.out = nn.Conv2d(channels, channels, 1)
+
+    def pad_vertical(self, v: torch.Tensor) -> torch.Tensor:
+        r = self.radius
+        return F.pad(v, (r, r, r, 0))
+
+    def pad_horizontal(self, h: torch.Tensor) -> torch.Tensor:
+        return F.pad(h, (self.radius, 0, 0, 0))
+
+    @staticmethod
+    def gate(pre: torch.Tensor) -> torch.Tensor:
+        u, g = pre.chunk(2, dim=1)
+        return torch.tanh(u) * torch.sigmoid(g)
+
+    def forward(
+        self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cond_v, cond_h = self.condition(cond).chunk(2, dim=1)
+        v_pre = self.conv_vertical(self.pad_vertical(v)) + cond_v
+        h_pre = self.conv_horizontal(self.pad_horizontal(h)) + self.link(v_pre) + cond_h
+        h_out = self.out(self.gate(h_pre))
+        if not self.first:  # the first layer's input is the (shifted) image itself: no residual
+            h_out = h_out + h
+        return self.gate(v_pre), h_out
+
+
+class ConditionalGatedPixelCNN(nn.Module):
+    """g: params of the (a, b) mixture at every pixel of the 1/4-resolution image, given earlier pixels.
+
+    ``forward(ab, cond)``: ab ``(N, 2, h, w)`` in [-1, 1]; cond ``(N, cond_channels, h, w)``.
+    Returns ``(N, P, h, w)`` mixture parameters for pixel (i, j) that depend on ab only at pixels before
+    (i, j) in raster order. A constant ones channel is appended to ab so zero padding is distinguishable
+    from a gray (a = b = 0) pixel.
+    """
+
+    def __init__(self, config: PscConfig, cond_channels: int):
+        super().__init__()
+        channels = config.channels(config.generator_channels)
+        self.channels = channels
+        self.layers = nn.ModuleList(
+            GatedPixelCNNLayer(
+                3 if i == 0 else channels, channels, cond_channels, config.generator_kernel, first=i == 0
+            )
+            for i in range(config.generator_layers)
+        )
+        self.head_hidden = nn.Conv2d(channels, channels, 1)
+        num_params = mixture.num_mixture_params(config.num_mixtures, config.condition_on_L)
+        self.head_out = nn.Conv2d(channels, num_params, 1)
+
+    @staticmethod
+    def with_ones(ab: torch.Tensor) -> torch.Tensor:
+        return torch.cat([ab, torch.ones_like(ab[:, :1])], dim=1)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head_out(F.elu(self.head_hidden(F.elu(h))))
+
+    def forward(self, ab: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = self.with_ones(ab)
+        v, h = down_shift(x), right_shift(x)
+        for layer in self.layers:
+            v, h = layer(v, h, cond)
+        return self.head(h)
+
+
+# ------------------------------------------------------------------------------------------------------ model
+
+
+@dataclass
+class PscOutputs:
+    """What ``forward`` returns; every map is at 1/4 of the input resolution.
+
+    emb_params / gen_params: ``(N, P, H/4, W/4)`` mixture parameters (see ``semcolor.models.mixture``);
+    seg_logits: ``(N, num_classes, H/4, W/4)`` or None for ``plain``; embedding: f's ``(N, 160w, H/4, W/4)``.
+    """
+
+    emb_params: torch.Tensor
+    gen_params: torch.Tensor
+    seg_logits: torch.Tensor | None
+    embedding: torch.Tensor
+
+
+def to_mixture_units(ab_unit: torch.Tensor) -> torch.Tensor:
+    """Project units (``semcolor.scaling``: ab / 128, what the loader gives and every family returns) ->
+    the mixture's 8-bit grid ``x = (ab + 128) / 127.5 - 1``, where the Lab8 code k sits exactly at
+    ``k / 127.5 - 1`` (the PixelCNN++ discretization needs the codes on its bin centres)."""
+    return (ab_unit * AB_SCALE + 128.0) / 127.5 - 1.0
+
+
+def from_mixture_units(x: torch.Tensor) -> torch.Tensor:
+    """The mixture's 8-bit grid -> project units (ab / 128); inverse of ``to_mixture_units``."""
+    return ((x + 1.0) * 127.5 - 128.0) / AB_SCALE
+
+
+def downsample_ab(ab: torch.Tensor) -> torch.Tensor:
+    """Full-resolution a/b ``(N, 2, H, W)`` in [-1, 1] -> ``(N, 2, H/4, W/4)``: 4x4 mean, on the grid."""
+    return mixture.quantize(F.avg_pool2d(ab, DOWNSAMPLE))
+
+
+def downsample_L(L: torch.Tensor) -> torch.Tensor:
+    """L ``(N, 1, H, W)`` in [-1, 1] -> its 4x4 block average ``(N, 1, H/4, W/4)`` (for the L coupling)."""
+    return F.avg_pool2d(L, DOWNSAMPLE)
+
+
+def downsample_labels(seg: torch.Tensor) -> torch.Tensor:
+    """Labels ``(N, H, W)`` -> ``(N, H/4, W/4)`` long: nearest neighbour, pixel (2, 2) of each 4x4 block."""
+    offset = DOWNSAMPLE // 2
+    return seg[:, offset::DOWNSAMPLE, offset::DOWNSAMPLE].long()
+
+
+def upsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """a/b ``(..., 2, h, w)`` -> ``(..., 2, *size)`` by bilinear interpolation (values stay in [-1, 1])."""
+    lead = ab.shape[:-3]
+    flat = ab.reshape(-1, *ab.shape[-3:])
+    up = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
+    return up.reshape(*lead, 2, *size).clamp(-1.0, 1.0)
+
+
+def combine_L_ab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
+    """Join the original full-resolution L with (upsampled) a/b into Lab in physical units.
+
+    L: ``(N, 1, H, W)`` in [-1, 1]; ab: ``(N, 2, h, w)`` or ``(N, k, 2, h, w)`` in project units (ab / 128,
+    as ``colorize_fast`` and ``sample`` return) at any resolution.
+    Returns ``(N, 3, H, W)`` or ``(N, k, 3, H, W)`` with L in [0, 100] and a, b in [-128, 127] (channel
+    order L, a, b), ready for ``semcolor.color.lab_to_srgb_torch``.
+    """
+    size = (L.shape[-2], L.shape[-1])
+    ab_full = upsample_ab(ab, size)
+    L_full = L if ab.dim() == 4 else L.unsqueeze(1).expand(-1, ab.shape[1], -1, -1, -1)
+    return torch.cat([(L_full + 1.0) * 50.0, (ab_full * AB_SCALE).clamp(-128.0, 127.0)], dim=-3)
+
+
+class PixelatedSemanticColorization(nn.Module):
+    """The whole model: f (colour embedding), h (segmentation, ``embed``/``full``) and g (generator)."""
+
+    def __init__(self, config: PscConfig):
+        super().__init__()
+        self.config = config
+        self.trunk = SharedTrunk(config)
+        self.color_top = ColorEmbeddingTop(config)
+        num_params = mixture.num_mixture_params(config.num_mixtures, config.condition_on_L)
+        self.embedding_head = nn.Conv2d(self.color_top.out_channels, num_params, 1)
+        self.seg_top = SegmentationTop(config) if config.has_segmentation else None
+        cond_channels = self.color_top.out_channels
+        self.film = None
+        if config.variant == "full":
+            if config.seg_conditioning == "film":
+                self.film = FilmConditioning(config.num_classes, cond_channels)
+            else:
+                cond_channels += config.num_classes
+        self.generator = ConditionalGatedPixelCNN(config, cond_channels)
+
+    # --- the three parts ---------------------------------------------------------------------------------
+
+    def _check_L(self, L: torch.Tensor) -> None:
+        if L.dim() != 4 or L.shape[1] != 1 or L.shape[-1] % DOWNSAMPLE or L.shape[-2] % DOWNSAMPLE:
+            raise ValueError(
+                f"L must be (N, 1, H, W) with H and W multiples of {DOWNSAMPLE}, got {tuple(L.shape)}"
+            )
+
+    def encode(self, L: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """f's features ``(N, 160w, H/4, W/4)`` and h's logits ``(N, classes, H/4, W/4)`` (None for plain)."""
+        self._check_L(L)
+        shared = self.trunk(L)
+        embedding = self.color_top(shared)
+        seg_logits = self.seg_top(shared) if self.seg_top is not None else None
+        return embedding, seg_logits
+
+    def generator_condition(self, embedding: torch.Tensor, seg_logits: torch.Tensor | None) -> torch.Tensor:
+        """What g is conditioned on: f's features, with h's class probabilities in the ``full`` flow."""
+        if self.config.variant != "full":
+            return embedding
+        probabilities = torch.softmax(seg_logits, dim=1)
+        if self.film is not None:
+            return self.film(embedding, probabilities)
+        return torch.cat([embedding, probabilities], dim=1)
+
+    def forward(self, L: torch.Tensor, ab_quarter: torch.Tensor) -> PscOutputs:
+        """Teacher-forced pass. L ``(N, 1, H, W)`` in [-1, 1]; ab_quarter ``(N, 2, H/4, W/4)`` in [-1, 1]."""
+        embedding, seg_logits = self.encode(L)
+        expected = (L.shape[0], 2, L.shape[-2] // DOWNSAMPLE, L.shape[-1] // DOWNSAMPLE)
+        if tuple(ab_quarter.shape) != expected:
+            raise ValueError(
+                f"ab_quarter must have shape {expected} for L {tuple(L.shape)}, got {tuple(ab_quarter.shape)}"
+            )
+        cond = self.generator_condition(embedding, seg_logits)
+        return PscOutputs(
+            emb_params=self.embedding_head(embedding),
+            gen_params=self.generator(ab_quarter, cond),
+            seg_logits=seg_logits,
+            embedding=embedding,
+        )
+
+    # --- training ------------------------------------------------------------------------------------------
+
+    def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Losses for a batch ``{'L': (N,1,H,W), 'ab': (N,2,H,W), 'seg': (N,H,W)}`` (seg unused by ``plain``).
+
+        L and ab in [-1, 1] at full resolution; seg long/uint8 with 255 = ignore. Returns scalars:
+        ``loss`` (weighted L_sum), ``emb`` and ``gen`` (nats per a/b value), ``seg`` (nats per labelled
+        pixel; absent for ``plain``), ``emb_bpd`` and ``gen_bpd`` (bits per dimension).
+        """
+        for key in ("L", "ab") + (("seg",) if self.config.has_segmentation else ()):
+            if key not in batch:
+                raise KeyError(
+                    f"compute_losses: batch has no {key!r} (variant {self.config.variant!r} needs it)"
+                )
+        L, ab = batch["L"], batch["ab"]
+        self._check_L(L)
+        if ab.shape[0] != L.shape[0] or ab.shape[1] != 2 or ab.shape[-2:] != L.shape[-2:]:
+            raise ValueError(
+                f"batch['ab'] must be (N, 2, H, W) like L {tuple(L.shape)}, got {tuple(ab.shape)}"
+            )
+        ab_quarter = downsample_ab(to_mixture_units(ab))
+        L_quarter = downsample_L(L) if self.config.condition_on_L else None
+        out = self(L, ab_quarter)
+        k, use_L = self.config.num_mixtures, self.config.condition_on_L
+        losses = {
+            "emb": mixture.nll_per_dim(out.emb_params, ab_quarter, k, use_L, L_quarter),
+            "gen": mixture.nll_per_dim(out.gen_params, ab_quarter, k, use_L, L_quarter),
+        }
+        total = self.config.emb_weight * losses["emb"] + self.config.gen_weight * losses["gen"]
+        if out.seg_logits is not None:
+            labels = downsample_labels(batch["seg"])
+            if labels.shape != out.seg_logits.shape[:1] + out.seg_logits.shape[2:]:
+                raise ValueError(
+                    f"batch['seg'] must be (N, H, W) like L {tuple(L.shape)}, got {tuple(batch['seg'].shape)}"
+                )
+            valid = labels[labels != IGNORE_INDEX]
+            if valid.numel() and int(valid.max()) >= self.config.num_classes:
+                raise ValueError(
+                    f"batch['seg'] holds class {int(valid.max())} but num_classes={self.config.num_classes}; "
+                    f"set num_classes to the source's class count (255 is the ignore label)"
+                )
+            if valid.numel():
+                losses["seg"] = F.cross_entropy(out.seg_logits, labels, ignore_index=IGNORE_INDEX)
+            else:  # an image with no labelled pixel contributes no segmentation gradient (not NaN)
+                losses["seg"] = out.seg_logits.sum() * 0.0
+            total = total + self.config.seg_weight * losses["seg"]
+        losses["loss"] = total
+        losses["emb_bpd"] = mixture.bits_per_dim(losses["emb"].detach())
+        losses["gen_bpd"] = mixture.bits_per_dim(losses["gen"].detach())
+        return losses
+
+    # --- inference -----------------------------------------------------------------------------------------
+
+    @torch.no_grad()
+    def segment(self, L: torch.Tensor, full_resolution: bool = False) -> torch.Tensor:
+        """h's class logits ``(N, classes, H/4, W/4)`` (bilinearly upsampled to ``(H, W)`` if asked)."""
+        if self.seg_top is None:
+            raise ValueError("the 'plain' variant has no segmentation branch; use variant 'embed' or 'full'")
+        _, logits = self.encode(L)
+        if full_resolution:
+            logits = F.interpolate(logits, size=L.shape[-2:], mode="bilinear", align_corners=False)
+        return logits
+
+    @torch.no_grad()
+    def colorize_fast(self, L: torch.Tensor, statistic: Literal["mean", "mode"] = "mean") -> torch.Tensor:
+        """Non-autoregressive colourization from f alone: a/b ``(N, 2, H/4, W/4)`` in project units (ab / 128).
+
+        ``mean`` is the mixture's expectation per pixel; ``mode`` the centre of its most probable component.
+        Use ``combine_L_ab(L, ab)`` for the full-resolution Lab image.
+        """
+        embedding, _ = self.encode(L)
+        params = self.embedding_head(embedding)
+        L_quarter = downsample_L(L) if self.config.condition_on_L else None
+        k, use_L = self.config.num_mixtures, self.config.condition_on_L
+        if statistic == "mean":
+            return from_mixture_units(mixture.mean(params, k, use_L, L_quarter))
+        if statistic == "mode":
+            return from_mixture_units(mixture.mode(params, k, use_L, L_quarter))
+        raise ValueError(f"statistic must be 'mean' or 'mode', got {statistic!r}")
+
+    @torch.no_grad()
+    def sample(
+        self,
+        L: torch.Tensor,
+        k: int = 1,
+        temperature: float = 1.0,
+        seed: int = 0,
+        method: Literal["cached", "naive"] = "cached",
+        progress: bool = False,
+    ) -> torch.Tensor:
+        """Draw ``k`` colourizations per image from g: a/b ``(N, k, 2, H/4, W/4)`` in project units (ab / 128),
+        on the 8-bit code grid.
+
+        Same ``seed`` -> same samples, for either ``method`` (``naive``: one full pass of g per pixel;
+        ``cached``: incremental, see ``semcolor.models.pixelcnn_sampling``). ``temperature`` > 0 (1 = the
+        model's distribution). ``combine_L_ab(L, samples)`` gives ``(N, k, 3, H, W)`` Lab at full resolution.
+        """
+        from semcolor.models import pixelcnn_sampling  # the sampler imports this module's layer classes
+
+        if k < 1:
+            raise ValueError(f"k must be >= 1, got {k}")
+        embedding, seg_logits = self.encode(L)
+        cond = self.generator_condition(embedding, seg_logits).repeat_interleave(k, dim=0)
+        L_quarter = downsample_L(L).repeat_interleave(k, dim=0) if self.config.condition_on_L else None
+        samplers = {"naive": pixelcnn_sampling.sample_naive, "cached": pixelcnn_sampling.sample_cached}
+        if method not in samplers:
+            raise ValueError(f"method must be 'cached' or 'naive', got {method!r}")
+        generator = torch.Generator(device=L.device).manual_seed(seed)
+        ab = samplers[method](
+            self.generator,
+            cond,
+            num_mixtures=self.config.num_mixtures,
+            condition_on_L=self.config.condition_on_L,
+            L_quarter=L_quarter,
+            temperature=temperature,
+            generator=generator,
+            progress=progress,
+        )
+        return from_mixture_units(ab.reshape(L.shape[0], k, *ab.shape[1:]))
+
+
+# -------------------------------------------------------------------------------------------------- factories
+
+
+def _build(variant: str, config: dict[str, Any]) -> PixelatedSemanticColorization:
+    if "variant" in config and config["variant"] != variant:
+        raise ValueError(
+            f"psc_{variant}: variant is fixed by the model name, got variant={config['variant']!r}"
+        )
+    config = {**config, "variant": variant}
+    return PixelatedSemanticColorization(load_config(PscConfig, config, f"psc_{variant}"))
+
+
+@register_model("psc_plain")
+def psc_plain(**config: Any) -> PixelatedSemanticColorization:
+    """Purple flow: f + g, no semantics. ``config``: any :class:`PscConfig` field but ``variant``."""
+    return _build("plain", config)
+
+
+@register_model("psc_embed")
+def psc_embed(**config: Any) -> PixelatedSemanticColorization:
+    """Purple + blue flows: segmentation branch h trained jointly, sharing f's bottom layers."""
+    return _build("embed", config)
+
+
+@register_model("psc_full")
+def psc_full(**config: Any) -> PixelatedSemanticColorization:
+    """Purple + blue + green flows: h's class probabilities also condition g (concat or FiLM)."""
+    return _build("full", config)
+
