@@ -19,6 +19,7 @@ MODEL_MODULES: tuple[str, ...] = (
     "semcolor.models.psc",
     "semcolor.models.gridnet",
     "semcolor.models.sdc",
+    "semcolor.models.cls",
 )
 
 
