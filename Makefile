@@ -14,6 +14,8 @@ export DVC_NO_ANALYTICS := 1
 export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS := 120
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PYTHONUNBUFFERED := 1
+# dvc.yaml commands say `python`: make it the project's interpreter
+export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 .PHONY: install demo test bench clean-venv
 

@@ -67,14 +67,15 @@ class DataConfig:
 
 @dataclass(frozen=True)
 class DownloadConfig:
-    """params.yaml `download`: where archives come from and how hard to try."""
+    """params.yaml `download`: where archives come from, how hard to try, where first-seen checksums go."""
 
     mirror: str | None = None  # base URL replacing each archive's host (a proxy or internal mirror)
-    retries: int = 3
+    retry_delays: tuple[float, ...] = (2.0, 10.0, 30.0)  # seconds before each retry of a failed download
+    checksum_dir: str = "data/checksums"  # sha256 recorded on first download of unpublished-checksum archives (git)
 
     def __post_init__(self):
-        if not 0 <= self.retries <= 20:
-            raise ValueError(f"retries must be in [0, 20], got {self.retries}")
+        if len(self.retry_delays) > 20 or any(d < 0 for d in self.retry_delays):
+            raise ValueError(f"retry_delays must be at most 20 non-negative numbers, got {self.retry_delays}")
 
 
 @dataclass(frozen=True)

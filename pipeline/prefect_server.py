@@ -51,6 +51,32 @@ def prefect_server(home: Path | None = None, startup_timeout: float = 180.0) -> 
             _stop(process)
 
 
+@contextmanager
+def ensure_prefect_api() -> Iterator[str]:
+    """Use the Prefect API in PREFECT_API_URL, or start one server for the duration of the block and
+    export its URL, so that the flow AND the worker processes of its task runner share it (without one,
+    every process-pool worker would start its own temporary server, ~20 s each)."""
+    existing = os.environ.get("PREFECT_API_URL")
+    if existing:
+        yield existing
+        return
+    with prefect_server() as url:
+        os.environ["PREFECT_API_URL"] = url
+        try:
+            yield url
+        finally:
+            _flush_prefect_logs()  # while the server still answers, not at interpreter exit
+            os.environ.pop("PREFECT_API_URL", None)
+
+
+def _flush_prefect_logs() -> None:
+    if "prefect" not in sys.modules:
+        return
+    from prefect.logging.handlers import APILogHandler
+
+    APILogHandler.flush()
+
+
 def _wait_healthy(url: str, process: subprocess.Popen, timeout: float, log_path: Path) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

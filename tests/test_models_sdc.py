@@ -285,3 +285,19 @@ def test_colorize_returns_the_photos_own_size():
         colorize(model, L)
     gray_only = build_sdc(semantic_stream=False)
     assert colorize(gray_only, L).shape == (2, 70, 45)
+
+
+def test_gridnet_lab_input_mode_reads_L_and_ab():
+    from semcolor.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("gridnet", num_classes=5, width=0.25, input_mode="lab")
+    batch = {"L": torch.rand(2, 1, 32, 32) * 2 - 1, "ab": torch.rand(2, 2, 32, 32) - 0.5,
+             "seg": torch.randint(0, 5, (2, 32, 32))}
+    losses = model.compute_losses(batch)
+    losses["loss"].backward()
+    assert model.stem is not None and torch.isfinite(losses["loss"])
+    changed = dict(batch, ab=batch["ab"] + 0.5)  # the color input matters in lab mode
+    assert not torch.allclose(model(model.input_from(batch)), model(model.input_from(changed)))
+    with pytest.raises(ValueError, match="expects shape"):
+        model(batch["L"])

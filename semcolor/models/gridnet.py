@@ -34,6 +34,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from typing import Literal
+
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -52,6 +54,8 @@ class GridNetConfig:
     columns: grid columns, even: the first half sub-samples, the second half up-samples.
     width: multiplier on every channel count (1.0 = paper width); each count is rounded, at least 1.
     block_drop_prob: probability, in training, of dropping a residual branch entirely ("total dropout").
+    input_mode: "gray" (the paper: L only, 1 channel) or "lab" (L and ab, 3 channels: a segmenter trained on
+        color images, for the Pixelated Semantic Colorization paper's Table 3 protocol).
     """
 
     num_classes: int = 60
@@ -59,8 +63,11 @@ class GridNetConfig:
     columns: int = 6
     width: float = 1.0
     block_drop_prob: float = 0.0
+    input_mode: Literal["gray", "lab"] = "gray"
 
     def __post_init__(self) -> None:
+        if self.input_mode not in ("gray", "lab"):
+            raise ValueError(f"input_mode must be 'gray' or 'lab', got {self.input_mode!r}")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
         if len(self.channels) < 2 or any(c < 1 for c in self.channels):
@@ -171,7 +178,8 @@ class GridNet(nn.Module):
         self.config = config = config or GridNetConfig()
         rows = config.row_channels
         half = config.columns // 2
-        self.stem = StemBlock(1, rows[0])
+        self.in_channels = 1 if config.input_mode == "gray" else 3
+        self.stem = StemBlock(self.in_channels, rows[0])
         # lateral[row][j] links column j to j + 1 of that row
         self.lateral = nn.ModuleList(
             nn.ModuleList(
@@ -197,8 +205,10 @@ class GridNet(nn.Module):
         return 2 ** (len(self.config.channels) - 1)
 
     def forward(self, L: torch.Tensor) -> torch.Tensor:
-        if L.dim() != 4 or L.shape[1] != 1:
-            raise ValueError(f"GridNet expects gray input of shape (N, 1, H, W), got {tuple(L.shape)}")
+        if L.dim() != 4 or L.shape[1] != self.in_channels:
+            raise ValueError(
+                f"GridNet ({self.config.input_mode} input) expects shape (N, {self.in_channels}, H, W), got {tuple(L.shape)}"
+            )
         height, width = L.shape[-2:]
         if height % self.size_multiple or width % self.size_multiple:
             raise ValueError(
@@ -226,6 +236,12 @@ class GridNet(nn.Module):
             column = new
         return self.head(column[0])
 
+    def input_from(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """The network input of a batch: ``L`` (gray) or ``cat(L, ab)`` (lab), all in model units."""
+        if self.config.input_mode == "gray":
+            return batch["L"]
+        return torch.cat([batch["L"], batch["ab"]], dim=1)
+
     @torch.no_grad()
     def predict(self, L: torch.Tensor) -> torch.Tensor:
         """The most likely class per pixel, (N, H, W) long in [0, num_classes)."""
@@ -241,7 +257,7 @@ class GridNet(nn.Module):
         """
         seg = batch["seg"]
         check_class_map(seg, self.config.num_classes, "GridNet")
-        logits = self(batch["L"])
+        logits = self(self.input_from(batch))
         labelled = seg != IGNORE_INDEX
         if not bool(labelled.any()):
             zero = logits.sum() * 0.0
