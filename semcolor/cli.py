@@ -177,9 +177,23 @@ def run_edit(args: argparse.Namespace) -> int:
 
 # ------------------------------------------------------------------------------------------ main
 
+def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from semcolor.compare import add_compare_parser as add
+
+    return add(subparsers)
+
+
+def add_promote_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from semcolor.registry import add_promote_parser as add
+
+    return add(subparsers)
+
+
 COMMANDS: dict[str, Callable[[argparse._SubParsersAction], argparse.ArgumentParser]] = {
     "colorize": add_colorize_parser,
     "edit": add_edit_parser,
+    "compare": add_compare_parser,
+    "promote": add_promote_parser,
 }
 
 

@@ -31,7 +31,8 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
-pytest_plugins = ["tests.http_server"]  # the `http_server` fixture: a Range-capable server on 127.0.0.1
+# fixtures: `http_server` (a Range-capable server on 127.0.0.1), `migrated_mlflow_db` / `mlflow_store`
+pytest_plugins = ["tests.http_server", "tests.mlflow_store"]
 
 
 @pytest.fixture(scope="session")

@@ -1,0 +1,192 @@
+"""The model registry: aliases per registered model, promotion with a record of what it replaced.
+
+Models are registered per family and variant as ``semcolor-<family>-<variant>`` (``pipeline.tracking``).
+Two aliases mark a model's role: ``champion`` (the model in use; ``models:/<name>@champion`` is what
+``semcolor colorize --model`` and evaluation load) and ``challenger`` (a candidate). ``promote`` moves an
+alias to a version and remembers the version it pointed at before, twice over: in the alias
+``previous_<alias>`` (so ``rollback`` and ``models:/<name>@previous_champion`` work) and in the promoted
+version's tag ``semcolor.previous_<alias>`` (the history stays readable when the alias moves on).
+
+Every function takes an optional ``client`` (``mlflow.MlflowClient``); by default one for MLflow's own
+tracking/registry URI resolution (MLFLOW_TRACKING_URI, else sqlite:///mlflow.db in the working directory).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS_PREFIX = "previous_"
+PREVIOUS_TAG_PREFIX = "semcolor.previous_"
+NO_PREVIOUS = "none"  # tag value when the alias pointed nowhere before the promotion
+
+
+@dataclass(frozen=True)
+class Promotion:
+    """The outcome of ``promote``/``rollback``: ``alias`` of ``name`` now points at ``version``; ``previous``
+    is the version it pointed at before (None: it was unset). ``moved`` is False when it already pointed
+    there."""
+
+    name: str
+    alias: str
+    version: str
+    previous: str | None
+
+    @property
+    def moved(self) -> bool:
+        return self.previous != self.version
+
+    @property
+    def uri(self) -> str:
+        return model_uri(self.name, self.alias)
+
+
+def model_uri(name: str, alias: str = CHAMPION) -> str:
+    """``models:/<name>@<alias>``."""
+    return f"models:/{name}@{alias}"
+
+
+def _client(client: Any | None) -> Any:
+    if client is not None:
+        return client
+    from mlflow import MlflowClient
+
+    return MlflowClient()
+
+
+def _versions(client: Any, name: str) -> list[str]:
+    """The versions of registered model ``name`` (LookupError naming the known models when it does not
+    exist)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        known = sorted(model.name for model in client.search_registered_models(max_results=1000))
+        raise LookupError(
+            f"no registered model {name!r} in {client.tracking_uri}; registered: {known}"
+        ) from None
+    versions = client.search_model_versions(filter_string=f"name = '{name}'", max_results=10000)
+    return sorted((str(v.version) for v in versions), key=int)
+
+
+def get_by_alias(name: str, alias: str, client: Any | None = None) -> Any | None:
+    """The ``ModelVersion`` that ``alias`` of registered model ``name`` points at, or None when the alias is
+    unset. LookupError when there is no registered model ``name``. (Its ``version`` is an int from a SQLite
+    store and a str from a server: compare ``str(version)``.)"""
+    from mlflow.exceptions import MlflowException
+
+    client = _client(client)
+    _versions(client, name)  # a missing model is an error, an unset alias is not
+    try:
+        return client.get_model_version_by_alias(name, alias)
+    except MlflowException:
+        return None
+
+
+def set_alias(name: str, alias: str, version: str | int, client: Any | None = None) -> Any:
+    """Point ``alias`` of ``name`` at ``version`` and return that ``ModelVersion``. LookupError when the model
+    or version does not exist (listing the versions there are)."""
+    client = _client(client)
+    versions = _versions(client, name)
+    version = str(version)
+    if version not in versions:
+        raise LookupError(f"registered model {name!r} has no version {version}; it has {versions or 'none'}")
+    client.set_registered_model_alias(name, alias, version)
+    return client.get_model_version(name, version)
+
+
+def promote(name: str, version: str | int, alias: str = CHAMPION, client: Any | None = None) -> Promotion:
+    """Move ``alias`` (default ``champion``) of ``name`` to ``version``, recording the version it replaced in
+    the alias ``previous_<alias>`` and in the tag ``semcolor.previous_<alias>`` of the promoted version.
+    Promoting the version the alias already points at changes nothing (``moved`` is False)."""
+    client = _client(client)
+    version = str(version)
+    current = get_by_alias(name, alias, client)
+    previous = str(current.version) if current is not None else None
+    if previous == version:
+        return Promotion(name, alias, version, previous)
+    set_alias(name, alias, version, client)
+    if previous is not None:
+        client.set_registered_model_alias(name, PREVIOUS_PREFIX + alias, previous)
+    client.set_model_version_tag(name, version, PREVIOUS_TAG_PREFIX + alias, previous or NO_PREVIOUS)
+    return Promotion(name, alias, version, previous)
+
+
+def rollback(name: str, alias: str = CHAMPION, client: Any | None = None) -> Promotion:
+    """Move ``alias`` back to the version ``previous_<alias>`` points at (a promotion of that version, so
+    rolling back twice returns to where it started). LookupError when there is nothing to roll back to."""
+    client = _client(client)
+    previous = get_by_alias(name, PREVIOUS_PREFIX + alias, client)
+    if previous is None:
+        raise LookupError(f"{name!r} has no alias {PREVIOUS_PREFIX + alias!r}: nothing to roll back to")
+    return promote(name, previous.version, alias, client)
+
+
+def checkpoint_for(name: str, alias: str = CHAMPION) -> Path:
+    """The local checkpoint file of ``models:/<name>@<alias>`` (downloaded through the tracking URI)."""
+    from semcolor.mlflow_model import resolve_checkpoint
+
+    return resolve_checkpoint(model_uri(name, alias))
+
+
+def load_model(name: str, alias: str = CHAMPION, use_ema: bool = True):
+    """The model ``models:/<name>@<alias>`` rebuilt from its checkpoint (eval mode, CPU)."""
+    from semcolor.training.checkpoint import model_from_checkpoint
+
+    return model_from_checkpoint(checkpoint_for(name, alias), use_ema=use_ema)
+
+
+# ---------------------------------------------------------------------------------------------- command
+
+
+def add_promote_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "promote",
+        help="point a registry alias (champion) at a model version",
+        description=(
+            "Move ALIAS of registered model NAME (e.g. semcolor-psc-full) to VERSION, recording the version "
+            f"it replaced as alias {PREVIOUS_PREFIX}ALIAS; --rollback moves it back. Then "
+            "`semcolor colorize --model models:/NAME@champion` uses it. Exit status 0, or 2 for an unknown "
+            "model, version or tracking store."
+        ),
+    )
+    parser.add_argument("name", metavar="NAME", help="registered model name, e.g. semcolor-psc-full")
+    target = parser.add_mutually_exclusive_group(required=True)
+    target.add_argument("--version", help="the model version to promote")
+    target.add_argument("--rollback", action="store_true",
+                        help=f"move the alias back to {PREVIOUS_PREFIX}ALIAS")
+    parser.add_argument("--alias", default=CHAMPION, help=f"alias to move (default {CHAMPION})")
+    parser.add_argument("--tracking-uri", help="MLflow tracking URI (default: MLflow's own resolution)")
+    parser.set_defaults(handler=run_promote)
+    return parser
+
+
+def run_promote(args: argparse.Namespace) -> int:
+    """The ``semcolor promote`` handler: prints what moved; returns the exit status."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    client = MlflowClient(tracking_uri=args.tracking_uri)
+    try:
+        if args.rollback:
+            result = rollback(args.name, args.alias, client)
+        else:
+            result = promote(args.name, args.version, args.alias, client)
+    except LookupError as error:
+        print(f"semcolor promote: error: {error.args[0]}", file=sys.stderr)
+        return 2
+    except MlflowException as error:
+        print(f"semcolor promote: error: {client.tracking_uri}: {error.message}", file=sys.stderr)
+        return 2
+    if result.moved:
+        before = f"version {result.previous}" if result.previous else "unset"
+        print(f"{result.uri} -> version {result.version} (was {before})")
+    else:
+        print(f"{result.uri} already points at version {result.version}")
+    return 0
