@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +33,7 @@ import torch
 from scipy.spatial import ConvexHull
 from tqdm.auto import tqdm
 
+from semcolor.atomic import write_text_atomic
 from semcolor.color import srgb_to_lab
 from semcolor.shards import read_manifest, read_shard_samples
 
@@ -350,18 +349,7 @@ def write_bin_statistics(shard_dir: str | Path, out_path: str | Path, split: str
     """Compute ``bin_statistics_from_shards`` and write it to ``out_path`` as JSON (sorted keys, indent 1),
     atomically (temp file + os.replace); the same shards give the same bytes. Returns the path."""
     statistics = bin_statistics_from_shards(shard_dir, split, max_samples, **options)
-    text = json.dumps(statistics, sort_keys=True, indent=1) + "\n"
-    path = Path(out_path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    path = write_text_atomic(out_path, json.dumps(statistics, sort_keys=True, indent=1) + "\n")
     return path
 
 

@@ -51,6 +51,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
+from semcolor.atomic import write_text_atomic
 from semcolor.color import rgb8_to_lab8
 from semcolor.sources.base import Item, Sample, SampleError, Source
 
@@ -706,16 +707,7 @@ def write_manifest(
         skip_policy=skip_policy,
     )
     text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
-    path = Path(out_dir) / MANIFEST_NAME
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "w", encoding="utf-8") as stream:
-            stream.write(text)
-        os.chmod(temporary, 0o644)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    path = write_text_atomic(Path(out_dir) / MANIFEST_NAME, text)
     return path
 
 

@@ -23,6 +23,7 @@ from PIL import Image
 from pipeline import tracking
 from pipeline.params import load_section
 from semcolor import evaluation as ev
+from semcolor.atomic import write_json_atomic
 from semcolor.config import ConfigError, config_to_dict
 from semcolor.loader import LoaderConfig, ShardBatches, read_manifest
 from semcolor.training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -286,26 +287,11 @@ def main(argv: list[str] | None = None) -> int:
                                       "semcolor.dataset": config.source, "semcolor.evaluates": model}):
             tracking.log_metrics(figures)
     Path("metrics").mkdir(exist_ok=True)
-    _write_json(Path("metrics/evaluate.json"), {"dataset": config.source, "models": results})
-    _write_json(Path("metrics/claims.json"), {"claims": claim_list})
+    write_json_atomic(Path("metrics/evaluate.json"), {"dataset": config.source, "models": results})
+    write_json_atomic(Path("metrics/claims.json"), {"claims": claim_list})
     for item in claim_list:
         print(f"claim ({item['claim']}) {'holds' if item['holds'] else 'does NOT hold'}: {item['figures']}")
     return 0
-
-
-def _write_json(path: Path, data: Any) -> None:
-    def clean(value):
-        if isinstance(value, float) and not np.isfinite(value):
-            return None
-        if isinstance(value, dict):
-            return {k: clean(v) for k, v in value.items()}
-        if isinstance(value, list):
-            return [clean(v) for v in value]
-        return value
-
-    temporary = path.with_suffix(".tmp")
-    temporary.write_text(json.dumps(clean(data), indent=2, sort_keys=True) + "\n")
-    temporary.replace(path)
 
 
 if __name__ == "__main__":

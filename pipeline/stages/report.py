@@ -15,6 +15,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from semcolor.atomic import write_text_atomic
+
 REPORT = Path("reports/report.md")
 
 COLORIZATION_COLUMNS = [
@@ -91,10 +93,7 @@ def main(argv: list[str] | None = None) -> int:
     training = {p.stem: json.loads(p.read_text()) for p in sorted(Path("metrics/train").glob("*.json"))}
     columns_file = Path("reports/figures/columns.json")
     columns = json.loads(columns_file.read_text())["colorizations"] if columns_file.is_file() else []
-    REPORT.parent.mkdir(parents=True, exist_ok=True)
-    temporary = REPORT.with_suffix(".tmp")
-    temporary.write_text(build_report(evaluation, claims, training, columns))
-    temporary.replace(REPORT)
+    write_text_atomic(REPORT, build_report(evaluation, claims, training, columns))
     print(f"wrote {REPORT}")
     return 0
 

@@ -26,6 +26,7 @@ import torch
 
 from pipeline import tracking
 from pipeline.params import read_params, section
+from semcolor.atomic import write_json_atomic, write_text_atomic
 from semcolor.config import ConfigError, config_to_dict, load_config
 from semcolor.loader import LoaderConfig, ShardBatches, read_manifest
 from semcolor.models import create_model
@@ -103,6 +104,9 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
     stage, chosen, model_config = load_stage_config(family, variant, params_path)
     stage_name = f"train_{family}@{variant}"
     registry_family = stage.family or family
+    if stage.train.threads is not None:
+        # on a small CPU, more compute threads than free cores thrash (OpenMP spin-waits): 20x slower here
+        torch.set_num_threads(stage.train.threads)
     device = resolve_device(stage.train.device)
     context = init_distributed(device)
     if device.type == "cuda":
@@ -142,7 +146,7 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
             summary = {"steps": result.step, "samples_per_second": result.samples_per_second,
                        **{f"final_{k}": v for k, v in result.losses.items()}}
             _write_curve(paths["curve"], curve)
-            _write_json(paths["summary"], summary)
+            write_json_atomic(paths["summary"], summary)
             size = stage.loader.crop or stage.data.size
             example = torch.zeros(1, 1, size, size).numpy()
             model_info = tracking.log_checkpoint_model(paths["checkpoint"], tracking.registered_name(registry_family, variant),
@@ -155,18 +159,12 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
     return summary
 
 
-def _write_json(path: Path, data: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-
-
 def _write_curve(path: Path, rows: list[dict[str, float]]) -> None:
     """The training curve as CSV for `dvc plots` (step, loss, ... per logged step)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     columns = sorted({key for row in rows for key in row} - {"step"})
     lines = [",".join(["step", *columns])]
     lines += [",".join([str(int(row["step"]))] + [f"{row.get(c, float('nan')):.6g}" for c in columns]) for row in rows]
-    path.write_text("\n".join(lines) + "\n")
+    write_text_atomic(path, "\n".join(lines) + "\n")
 
 
 def main(argv: list[str] | None = None) -> int:
