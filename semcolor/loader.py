@@ -90,7 +90,8 @@ def decode_sample(sample: dict[str, Any]) -> dict[str, Any]:
     """A raw WebDataset sample (bytes per extension) -> numpy Lab codes, labels and metadata."""
     key = sample["__key__"]
     try:
-        lab8 = np.asarray(Image.open(io.BytesIO(sample["lab.png"])).convert("RGB"))
+        lab_image = Image.open(io.BytesIO(sample["lab.png"]))
+        lab8 = np.asarray(lab_image if lab_image.mode == "RGB" else lab_image.convert("RGB"))
         seg = np.asarray(Image.open(io.BytesIO(sample["seg.png"])))
     except KeyError as error:
         raise KeyError(f"sample {key} in {sample.get('__url__')} lacks {error.args[0]}") from None
@@ -189,35 +190,54 @@ class ShardBatches:
         if self.train and config.shuffle_buffer > 0:
             stages.append(wds.shuffle(config.shuffle_buffer, initial=config.shuffle_buffer,
                                       rng=random.Random(f"{config.seed}:{epoch}:{self.rank}:buffer")))
-        stages += [wds.map(decode_sample), wds.map(augment_one)]
+        # workers send collated chunks (one IPC message per chunk, not per sample); __iter__ re-batches them
+        stages += [wds.map(decode_sample), wds.map(augment_one),
+                   wds.batched(config.batch_size, collation_fn=collate, partial=True)]
         return wds.DataPipeline(*stages), workers
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         pipeline, workers = self._pipeline()
-        # workers yield single samples and the batches are made here, so partial batches at the end of
-        # each worker's share do not cost whole batches (batching inside workers would drop them)
+        # each worker's last chunk may be partial; re-batching here keeps every sample, so no whole batch
+        # is lost to per-worker remainders
         loader = torch.utils.data.DataLoader(
             pipeline, batch_size=None, num_workers=workers if self.config.workers > 0 else 0,
             worker_init_fn=_seed_worker(self.config.seed, self.epoch, self.rank),
         )
-        batch: list[dict[str, Any]] = []
-        produced = 0
-        for sample in loader:
-            batch.append(sample)
-            if len(batch) == self.config.batch_size:
-                yield collate(batch)
-                batch, produced = [], produced + 1
+        size = self.config.batch_size
+        pending: list[dict[str, Any]] = []
+        count = produced = 0
+        for chunk in loader:
+            pending.append(chunk)
+            count += len(chunk["key"])
+            while count >= size:
+                merged = _concat(pending)
+                yield _slice(merged, 0, size)
+                produced += 1
+                rest = _slice(merged, size, count)
+                pending, count = ([rest] if count > size else []), count - size
                 if self.train and produced == self.steps_per_epoch:
                     return
         if not self.train:
-            if batch:
-                yield collate(batch)
+            if count:
+                yield _concat(pending)
             return
         if produced < self.steps_per_epoch:
             raise RuntimeError(
                 f"rank {self.rank} produced {produced} of {self.steps_per_epoch} batches in epoch {self.epoch}: "
                 f"shards of uneven size across {self.world_size} ranks; use more, equal shards"
             )
+
+
+def _concat(chunks: list[dict[str, Any]]) -> dict[str, Any]:
+    if len(chunks) == 1:
+        return chunks[0]
+    return {"L": torch.cat([c["L"] for c in chunks]), "ab": torch.cat([c["ab"] for c in chunks]),
+            "seg": torch.cat([c["seg"] for c in chunks]), "key": [k for c in chunks for k in c["key"]]}
+
+
+def _slice(batch: dict[str, Any], start: int, stop: int) -> dict[str, Any]:
+    return {"L": batch["L"][start:stop], "ab": batch["ab"][start:stop], "seg": batch["seg"][start:stop],
+            "key": batch["key"][start:stop]}
 
 
 def _every_nth(rank: int, world_size: int):
