@@ -91,14 +91,6 @@ def test_library_reference_build(library_build: Path) -> None:
     assert manifest["splits"]["val"]["samples"] == 2
 
 
-@pytest.fixture(scope="module")
-def prefect_harness():
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=None):  # None: PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT
-        yield
-
-
 @pytest.mark.server
 @pytest.mark.slow
 def test_flow_on_process_pool_and_dask_matches_library(
