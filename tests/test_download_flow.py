@@ -226,3 +226,14 @@ def test_run_download_entry_uses_the_mirror(prefect_harness, http_server, fake_r
         "mirror/fake_unpublished/labels.zip", "mirror/fake_unpublished/notes.json"]
     assert json.loads((tmp_path / "sums" / "fake_unpublished.json").read_text()) == {
         "labels.zip": sha256(LABELS_ZIP), "notes.json": sha256(NOTES_JSON)}
+
+
+def test_json_labels_add_the_annotation_archives():
+    from semcolor.sources import source_class
+
+    coco = source_class("coco_stuff164k")
+    png = download_flow.archives_for(coco, {"label_source": "png"})
+    json_mode = download_flow.archives_for(coco, {"label_source": "json"})
+    assert png == tuple(coco.archives)
+    assert json_mode[: len(png)] == png and set(json_mode[len(png):]) == set(coco.annotation_archives)
+    assert coco.annotation_archives  # the JSON mode does need extra files

@@ -115,6 +115,15 @@ def extract_source(
     return target
 
 
+def archives_for(cls: type, options: dict[str, Any]) -> tuple:
+    """The archives a source needs with its options: its own, plus the annotation archives when its
+    labels are rendered from COCO-format JSON (``label_source: json``)."""
+    archives = tuple(cls.archives)
+    if options.get("label_source") == "json":
+        archives += tuple(getattr(cls, "annotation_archives", ()))
+    return archives
+
+
 @flow(name="download-sources")
 def download_sources(
     sources: list[str],
@@ -125,10 +134,13 @@ def download_sources(
     checksum_dir: Path | None = None,
     retry_delay_seconds: list[float] | None = None,
     progress: bool = True,
+    source_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, str]:
     """Download, verify and extract ``sources`` (names from ``semcolor.sources.SOURCES``).
 
-    ``synthetic``: keyword arguments of ``WorldConfig`` for a generated source. ``retry_delay_seconds``:
+    ``synthetic``: keyword arguments of ``WorldConfig`` for a generated source. ``source_options``:
+    per-source options (params.yaml ``sources.<name>``); they decide extra archives, e.g. COCO-stuff 164k
+    with ``label_source: json`` also needs its annotation archives. ``retry_delay_seconds``:
     backoff between download retries (default ``RETRY_DELAYS_SECONDS``; one retry per entry).
     Returns source name -> extracted root. Raises the first failure (after retries) of any task."""
     raw_dir, extracted_dir = Path(raw_dir), Path(extracted_dir)
@@ -143,10 +155,11 @@ def download_sources(
         if getattr(cls, "generated", False):
             pending[name] = ([generate_archive.submit(name, raw_dir, synthetic, progress)], [True])
         else:
-            if not cls.archives:
+            archives = archives_for(cls, (source_options or {}).get(name, {}))
+            if not archives:
                 raise ValueError(f"source {name!r} lists no archives to download")
-            futures = [fetch.submit(name, a, raw_dir, mirror, checksum_dir, progress) for a in cls.archives]
-            pending[name] = (futures, [a.extract for a in cls.archives])
+            futures = [fetch.submit(name, a, raw_dir, mirror, checksum_dir, progress) for a in archives]
+            pending[name] = (futures, [a.extract for a in archives])
 
     extracted = {}
     for name, (futures, flags) in pending.items():

@@ -23,6 +23,7 @@ def main(argv: list[str] | None = None) -> int:
         data = load_config(DataConfig, section(params, "data"), "data")
         download = load_config(DownloadConfig, section(params, "download"), "download")
         synthetic = None
+        options = {} if args.source == "synthetic" else dict(section(params, f"sources.{args.source}") or {})
         if args.source == "synthetic":
             from semcolor.sources.synthetic import WorldConfig
 
@@ -37,7 +38,8 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.flows.download import download_sources
         roots = download_sources([args.source], data.raw_dir, data.extracted_dir, mirror=download.mirror,
                                  synthetic=synthetic, checksum_dir=download.checksum_dir,
-                                 retry_delay_seconds=list(download.retry_delays))
+                                 retry_delay_seconds=list(download.retry_delays),
+                                 source_options={args.source: options})
     print(f"{args.source}: extracted to {roots[args.source]}")
     return 0
 
