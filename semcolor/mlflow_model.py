@@ -6,6 +6,9 @@ checkpoint's own config. ``predict`` takes lightness and returns chroma, both in
 
 - input  ``L``:  float32 (N, 1, H, W), L / 50 - 1 in [-1, 1]  (H, W multiples of 32 for the U-Net)
 - output ``ab``: float32 (N, 2, H, W), ab / 128 in [-1, 1)
+
+Segmenters (GridNet) take ``L`` (or L and ab scaled alike, (N, 3, H, W), for ``input_mode: lab``) and
+return class indices (N, H, W) int64.
 """
 
 from __future__ import annotations
@@ -43,9 +46,13 @@ class CheckpointModel(PythonModel):
 
         from semcolor.inference import predict_ab
 
-        L = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+        from semcolor.models.gridnet import GridNet
+
+        inputs = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
         with torch.inference_mode():
-            return predict_ab(self.model, L, segmenter=getattr(self, "segmenter", None)).numpy()
+            if isinstance(self.model, GridNet):  # a segmenter: class index per pixel, (N, H, W) int64
+                return self.model.predict(inputs).numpy()
+            return predict_ab(self.model, inputs, segmenter=getattr(self, "segmenter", None)).numpy()
 
 
 def resolve_checkpoint(reference: str | Path) -> Path:

@@ -146,14 +146,15 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
             summary = {"steps": result.step, "samples_per_second": result.samples_per_second,
                        **{f"final_{k}": v for k, v in result.losses.items()}}
             _write_curve(paths["curve"], curve)
-            write_json_atomic(paths["summary"], summary)
             size = stage.loader.crop or stage.data.size
-            example = torch.zeros(1, 1, size, size).numpy()
-            model_info = tracking.log_checkpoint_model(paths["checkpoint"], tracking.registered_name(registry_family, variant),
-                                                       example, segmenter=chosen.segmenter)
+            channels = 3 if model_config.get("input_mode") == "lab" else 1  # a GridNet trained on color
+            example = torch.zeros(1, channels, size, size).numpy()
+            registered = tracking.registered_name(registry_family, variant)
+            model_info = tracking.log_checkpoint_model(paths["checkpoint"], registered, example, segmenter=chosen.segmenter)
             tracking.log_metrics({"final_" + k: v for k, v in result.losses.items()})
             summary["run_id"] = mlflow_run.info.run_id
-            summary["model_uri"] = model_info.model_uri
+            summary["registered_model"] = f"{registered}/{model_info.registered_model_version}"
+            write_json_atomic(paths["summary"], summary)
             paths["partial"].unlink(missing_ok=True)
     cleanup_distributed()
     return summary

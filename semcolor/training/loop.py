@@ -49,6 +49,7 @@ class TrainConfig:
     device: Literal["auto", "cpu", "cuda"] = "auto"
     bf16: bool = True  # autocast to bfloat16 on CUDA (ignored on CPU)
     compile: bool = False  # torch.compile the loss module
+    threads: int | None = None  # CPU threads for compute (torch.set_num_threads); null: torch's default
     seed: int = 0
     progress: bool = True
 
@@ -63,6 +64,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+        if self.threads is not None and self.threads < 1:
+            raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         if self.log_every < 1 or self.checkpoint_every < 1:
             raise ValueError("log_every and checkpoint_every must be >= 1")
 
