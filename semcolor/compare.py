@@ -25,9 +25,7 @@ import argparse
 import csv
 import io
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -498,14 +496,10 @@ def write_png(image: np.ndarray, path: str | Path, description: str = "") -> Pat
     info = PngImagePlugin.PngInfo()
     if description:
         info.add_text("Description", description)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(stream, format="PNG", pnginfo=info)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from semcolor.atomic import atomic_output
+
+    with atomic_output(path) as stream:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(stream, format="PNG", pnginfo=info)
     return path
 
 

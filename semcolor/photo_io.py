@@ -24,7 +24,6 @@ onto a file the caller marked as an input.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from semcolor.atomic import atomic_output
 from semcolor.color import srgb_to_lab
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
@@ -240,13 +240,6 @@ def write_image_atomic(
     if extension not in formats:
         known = ", ".join(sorted(formats))
         raise PhotoError(path, f"unknown output format {extension!r}; use one of {known}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            image.save(handle, format=formats[extension])
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as handle:
+        image.save(handle, format=formats[extension])
     return path

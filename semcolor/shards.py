@@ -34,11 +34,9 @@ import ctypes
 import hashlib
 import io
 import json
-import os
 import re
 import struct
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -51,7 +49,7 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from semcolor.atomic import write_text_atomic
+from semcolor.atomic import atomic_output, write_text_atomic
 from semcolor.color import rgb8_to_lab8
 from semcolor.sources.base import Item, Sample, SampleError, Source
 
@@ -338,21 +336,13 @@ def write_shard(samples: Iterable[ConvertedSample], path: str | Path) -> ShardIn
     ``path`` and renamed over it only when complete."""
     path = Path(path)
     count = 0
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for sample in samples:
-                    for suffix, data in sample.members:
-                        tar.addfile(_tar_info(f"{sample.key}.{suffix}", len(data)), io.BytesIO(data))
-                    count += 1
-        os.chmod(temporary, 0o644)
-        sha256 = _sha256_of(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return ShardInfo(file=path.name, samples=count, sha256=sha256)
+    with atomic_output(path) as stream:
+        with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in samples:
+                for suffix, data in sample.members:
+                    tar.addfile(_tar_info(f"{sample.key}.{suffix}", len(data)), io.BytesIO(data))
+                count += 1
+    return ShardInfo(file=path.name, samples=count, sha256=_sha256_of(path))
 
 
 def shard_name(split: str, index: int) -> str:

@@ -77,9 +77,7 @@ import functools
 import io
 import json
 import math
-import os
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,6 +88,7 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from tqdm import tqdm
 
+from semcolor.atomic import atomic_output
 from semcolor.color import lab_to_srgb, srgb_to_lab
 from semcolor.config import config_to_dict
 from semcolor.sources._labels import encode_palette_png, missing_tree_error, voc_colormap
@@ -770,10 +769,8 @@ def write_world_archive(config: WorldConfig, path: str | Path, progress: bool = 
     Labels (small PNGs) are held in memory until the JPEGs are written, since tar members go in sorted
     order (JPEGImages < SegmentationClass); JPEGs stream straight into the archive."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as raw, tarfile.open(
+    with atomic_output(path) as raw:
+        with tarfile.open(
             fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT  # ustar: no pax headers, no atime/ctime
         ) as tar:
             writer = _DeterministicTar(tar)
@@ -797,10 +794,6 @@ def write_world_archive(config: WorldConfig, path: str | Path, progress: bool = 
                 writer.add_file(f"{DEVKIT_DIR}/SegmentationClass/{key}.png", labels[key])
             writer.add_file(f"{DEVKIT_DIR}/{SPEC_FILE}", _json_bytes(class_spec(config)))
             writer.add_file(f"{DEVKIT_DIR}/{IMAGE_FACTS_FILE}", _json_bytes(facts))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

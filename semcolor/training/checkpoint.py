@@ -7,14 +7,14 @@ registered model name and its config as plain data, nanoGPT-style) and to resume
 
 from __future__ import annotations
 
-import os
 import random
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+
+from semcolor.atomic import atomic_output
 
 FORMAT_VERSION = 1
 
@@ -48,18 +48,9 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
     A crash mid-write leaves the previous checkpoint intact, never a truncated one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": FORMAT_VERSION, **payload}
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, fsync=True) as handle:
+        torch.save(payload, handle)
     return path
 
 
