@@ -27,7 +27,7 @@ returned at full resolution by nearest neighbour.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -428,8 +428,9 @@ def load_colorizer(
     """
     from semcolor.training.checkpoint import load_checkpoint, model_from_checkpoint
 
-    payload = load_checkpoint(_resolve(model_ref), map_location=device)
-    model = model_from_checkpoint(payload).to(device)
+    model_path = _resolve(model_ref)
+    payload = load_checkpoint(model_path, map_location=device)
+    model = model_from_checkpoint(payload, source=model_path).to(device)
     segmenter = None
     if takes_map_input(model):
         if segmenter_ref is not None:
@@ -439,18 +440,23 @@ def load_colorizer(
         else:
             from semcolor.mlflow_model import resolve_segmenter
 
-            segmenter_path = resolve_segmenter(model_ref)
+            segmenter_path = _mlflow_call(model_ref, lambda: resolve_segmenter(model_ref))
         if segmenter_path is not None:
             segmenter_payload = load_checkpoint(segmenter_path, map_location=device)
             if segmenter_payload["model_name"] != "gridnet":
                 raise ValueError(f"{segmenter_path} holds a {segmenter_payload['model_name']} model; "
                                  "a segmenter must be gridnet")
-            segmenter = model_from_checkpoint(segmenter_payload).to(device)
+            segmenter = model_from_checkpoint(segmenter_payload, source=segmenter_path).to(device)
     colorizer = Colorizer(model=model, model_name=payload["model_name"], segmenter=segmenter, device=device,
                           working_size=working_size)
     if colorizer.num_classes is not None:
         colorizer.class_names = class_names_from_payload(payload, colorizer.num_classes)
     return colorizer
+
+
+class ModelReferenceError(ValueError):
+    """A model reference (file, ``models:/``, ``runs:/``, run id) that does not lead to a checkpoint; the
+    message names it, says why in one line and what to do."""
 
 
 def _resolve(reference: str | Path) -> Path:
@@ -459,7 +465,27 @@ def _resolve(reference: str | Path) -> Path:
         return Path(str(reference))
     from semcolor.mlflow_model import resolve_checkpoint
 
-    return resolve_checkpoint(reference)
+    return _mlflow_call(reference, lambda: resolve_checkpoint(reference))
+
+
+def _mlflow_call(reference: str | Path, call: Callable[[], Any]) -> Any:
+    """``call()``, with MLflow's errors (a raw traceback otherwise: a missing alias, a mistyped name, an
+    unreachable server) turned into one ModelReferenceError line naming the reference and the store."""
+    try:
+        return call()
+    except FileNotFoundError as error:
+        raise ModelReferenceError(" ".join(str(error).split())) from None
+    except Exception as error:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(error, MlflowException):
+            raise
+        import mlflow
+
+        message = " ".join(str(getattr(error, "message", None) or error).split())[:300]
+        raise ModelReferenceError(
+            f"cannot resolve the model {reference} in the MLflow store {mlflow.get_tracking_uri()}: {message}; "
+            "check the name and alias (semcolor compare, the MLflow UI) or MLFLOW_TRACKING_URI") from None
 
 
 def class_names_from_payload(payload: dict[str, Any], num_classes: int) -> tuple[str, ...]:
