@@ -28,6 +28,7 @@ import webdataset as wds
 from PIL import Image
 
 from semcolor.scaling import lab8_to_unit
+from semcolor.shard_integrity import verify_split
 
 
 @dataclass(frozen=True)
@@ -143,6 +144,8 @@ class ShardBatches:
 
     def __init__(self, shard_dir: str | Path, split: str, config: LoaderConfig, train: bool = True,
                  rank: int = 0, world_size: int = 1):
+        # every shard's sha256 and sample count against the manifest, before any is read (remembered)
+        verify_split(shard_dir, split)
         self.urls = shard_paths(shard_dir, split)
         self.count = split_size(shard_dir, split)
         self.config, self.train = config, train

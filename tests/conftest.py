@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# verified shards are remembered in a per-session folder, not in the user's ~/.cache/semcolor
+os.environ.setdefault("SEMCOLOR_CACHE_DIR", tempfile.mkdtemp(prefix="semcolor-test-cache-"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("SEMCOLOR_SHARED_DIR", REPO_ROOT.parent / "shared"))
