@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 import yaml
 
+from pipeline import tracking_health
+
 EXPERIMENT = os.environ.get("SEMCOLOR_EXPERIMENT", "semcolor")
 
 
@@ -77,8 +79,11 @@ def stage_run(stage: str, config: Mapping[str, Any], *, manifest: str | Path | N
         yield None
         return
     mlflow = _mlflow()
+    tracking_health.check_reachable()  # one short request, not MLflow's four minutes of retries
     mlflow.set_experiment(EXPERIMENT)
+    tracking_health.end_stale_runs(EXPERIMENT, stage)  # earlier runs of this stage whose process died
     run_tags = {
+        **tracking_health.process_tags(),
         "semcolor.stage": stage,
         "mlflow.source.git.commit": git_commit(),
         "semcolor.dvc_lock_inputs": dvc_lock_inputs_hash(stage),
@@ -89,7 +94,8 @@ def stage_run(stage: str, config: Mapping[str, Any], *, manifest: str | Path | N
         params = flatten(config)
         for start in range(0, len(params), 90):  # log_params accepts at most 100 per call
             mlflow.log_params(dict(list(params.items())[start : start + 90]))
-        yield run
+        with tracking_health.killed_on_interrupt():  # Ctrl-C / SIGTERM: KILLED, not FAILED or RUNNING
+            yield run
 
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:

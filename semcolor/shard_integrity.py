@@ -271,7 +271,8 @@ def _mismatch_message(path: Path, manifest_path: Path, sha256: str, count: int, 
     damaged = find_damaged_sample(path) if diagnose else None
     if damaged is None and found.structure_error:
         damaged = f"the tar is unreadable ({found.structure_error})"
-    detail = f"; damaged: {damaged}" if damaged else "; every member still decodes, so a value was changed"
+    detail = (f"; damaged: {damaged}" if damaged else
+              "; no sample is damaged: the change is in a value that still decodes, or in tar headers or padding")
     return f"{path}: differs from {manifest_path} ({', '.join(differences)}){detail}; {hint}"
 
 

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import shutil
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,10 +23,11 @@ from typing import Any
 
 import torch
 
-from pipeline import tracking
+from pipeline import tracking, tracking_health
 from pipeline.params import read_params, section
-from semcolor.atomic import write_json_atomic, write_text_atomic
-from semcolor.config import ConfigError, config_to_dict, load_config
+from pipeline.stage_main import stage_main
+from semcolor.atomic import copy_file_atomic, write_json_atomic, write_text_atomic
+from semcolor.config import ConfigError, config_to_dict, load_config, relocate_keys
 from semcolor.loader import LoaderConfig, ShardBatches, read_manifest
 from semcolor.models import create_model
 from semcolor.training.checkpoint import load_checkpoint
@@ -111,23 +111,30 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
     context = init_distributed(device)
     if device.type == "cuda":
         device = torch.device("cuda", context.local_rank)
+    if context.is_main:
+        tracking_health.check_reachable()  # before any work: a dead server is one line, not 4 minutes
+    torch.manual_seed(stage.train.seed)
+    model = build_model(family, variant, chosen, model_config)
     shard_dir = Path("data/shards") / stage.data.source / str(stage.data.size)
     manifest = shard_dir / "manifest.json"
     paths = stage_paths(family, variant)
+    check_crop(f"train_{family}", stage, shard_dir)
     batches = ShardBatches(shard_dir, stage.data.split, stage.loader, train=True, rank=context.rank,
                            world_size=context.world_size)
-    torch.manual_seed(stage.train.seed)
-    model = create_model(chosen.model, **model_config)
     manifest_hash = tracking.file_sha256(manifest)
     class_names = read_manifest(shard_dir).get("class_names", [])
     resume = _resumable(paths["partial"], chosen.model, model_config, stage.train, manifest_hash)
     if not resume:
         paths["partial"].unlink(missing_ok=True)
-    curve: list[dict[str, float]] = []
+    # the curve logged up to the progress checkpoint, kept beside it so that a resumed run's curve is whole
+    curve_partial = paths["partial"].with_suffix(".curve.json")
+    curve: list[dict[str, float]] = _restored_curve(curve_partial, paths["partial"]) if resume else []
 
     def on_log(metrics: dict[str, float], step: int) -> None:
         curve.append({"step": step, **metrics})
         tracking.log_metrics(metrics, step)
+        if context.is_main:
+            write_json_atomic(curve_partial, curve)
 
     tracked_config = {"stage": stage_name, "model_name": chosen.model, "model": model_config,
                       "train": config_to_dict(stage.train), "loader": config_to_dict(stage.loader),
@@ -135,29 +142,77 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
     tags = {"semcolor.family": registry_family, "semcolor.variant": variant, "semcolor.dataset": stage.data.source,
             "semcolor.model_name": chosen.model}
     with tracking.stage_run(stage_name, tracked_config, manifest=manifest, tags=tags, enabled=context.is_main) as mlflow_run:
+        for row in curve:  # a resumed run carries the steps its killed predecessor logged
+            tracking.log_metrics({k: v for k, v in row.items() if k != "step"}, int(row["step"]))
         result = train(model, chosen.model, model_config, batches, stage.train, paths["partial"], device=device,
                        context=context, on_log=on_log, resume=resume,
                        extra={"manifest_sha256": manifest_hash, "stage": stage_name, "dataset": stage.data.source,
                               "class_names": list(class_names)})
         summary: dict[str, Any] = {}
         if context.is_main:
-            paths["checkpoint"].parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(paths["partial"], paths["checkpoint"])
-            summary = {"steps": result.step, "samples_per_second": result.samples_per_second,
-                       **{f"final_{k}": v for k, v in result.losses.items()}}
+            copy_file_atomic(paths["partial"], paths["checkpoint"])  # never a half-copied model in models/
+            losses, speed = _final_losses(result, curve)
+            summary = {"steps": result.step, "samples_per_second": speed,
+                       **{f"final_{k}": v for k, v in losses.items()}}
             _write_curve(paths["curve"], curve)
             size = stage.loader.crop or stage.data.size
             channels = 3 if model_config.get("input_mode") == "lab" else 1  # a GridNet trained on color
             example = torch.zeros(1, channels, size, size).numpy()
             registered = tracking.registered_name(registry_family, variant)
             model_info = tracking.log_checkpoint_model(paths["checkpoint"], registered, example, segmenter=chosen.segmenter)
-            tracking.log_metrics({"final_" + k: v for k, v in result.losses.items()})
+            tracking.log_metrics({"final_" + k: v for k, v in losses.items()})
             summary["run_id"] = mlflow_run.info.run_id
             summary["registered_model"] = f"{registered}/{model_info.registered_model_version}"
             write_json_atomic(paths["summary"], summary)
             paths["partial"].unlink(missing_ok=True)
+            curve_partial.unlink(missing_ok=True)
     cleanup_distributed()
     return summary
+
+
+def build_model(family: str, variant: str, chosen: Variant, model_config: dict[str, Any]) -> torch.nn.Module:
+    """The variant's model; a config error names its key in params.yaml (train_sdc.model.widht, or
+    train_sdc.variants.<variant>.config.<key> for a variant's override), not the model's own (sdc.widht)."""
+    where = f"train_{family}"
+    try:
+        return create_model(chosen.model, **model_config)
+    except ConfigError as error:
+        def place(key: str) -> str:
+            return f"{where}.variants.{variant}.config.{key}" if key in chosen.config else f"{where}.model.{key}"
+
+        raise relocate_keys(error, chosen.model, place) from None
+
+
+def check_crop(where: str, stage: TrainStageConfig, shard_dir: Path) -> None:
+    """A crop larger than the stored shards fails here, naming the key, not at the first batch in a worker."""
+    crop = stage.loader.crop
+    if crop is None:
+        return
+    width, height = read_manifest(shard_dir).get("stored_size", [crop, crop])
+    if crop > min(width, height):
+        raise ConfigError(f"{where}.loader.crop: {crop} is larger than the shards in {shard_dir} "
+                          f"({width}x{height}); use a crop <= {min(width, height)} or larger shards "
+                          f"({where}.data.size)")
+
+
+def _restored_curve(curve_path: Path, checkpoint: Path) -> list[dict[str, float]]:
+    """The curve rows logged up to the progress checkpoint's step (later ones are replayed on resume)."""
+    try:
+        rows = json.loads(curve_path.read_text())
+        step = int(load_checkpoint(checkpoint)["step"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return []
+    return [row for row in rows if isinstance(row, dict) and row.get("step", step + 1) <= step]
+
+
+def _final_losses(result: Any, curve: list[dict[str, float]]) -> tuple[dict[str, float], float]:
+    """The last logged losses and speed; from the curve when the loop had nothing left to do (a run killed
+    after its last checkpoint resumes at its final step)."""
+    if result.losses or not curve:
+        return dict(result.losses), result.samples_per_second
+    last = curve[-1]
+    losses = {k: v for k, v in last.items() if k not in ("step", "samples_per_second", "epoch")}
+    return losses, float(last.get("samples_per_second", 0.0))
 
 
 def _write_curve(path: Path, rows: list[dict[str, float]]) -> None:
@@ -174,14 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("variant", help="a key of train_<family>.variants, e.g. plain, embed, full")
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args(argv)
-    try:
+
+    def work() -> int:
         summary = run(args.family, args.variant, args.params)
-    except ConfigError as error:
-        print(f"params.yaml: {error}", file=sys.stderr)
-        return 2
-    if summary:
-        print(json.dumps(summary, indent=2))
-    return 0
+        if summary:
+            print(json.dumps(summary, indent=2))
+        return 0
+
+    return stage_main(work, f"train_{args.family}@{args.variant}")
 
 
 if __name__ == "__main__":
