@@ -1,8 +1,8 @@
 """What happens to tracking when things go wrong: an unreachable server, a killed stage.
 
-- ``check_reachable``: one request to an HTTP tracking server's ``/health`` with a short timeout and no
-  retries, before a stage starts its work. MLflow's own client retries with back-off for about four minutes
-  and then prints a raw traceback; this says in one line which server is down and what to do.
+- ``check_reachable`` (``semcolor.tracking_server``): one request to an HTTP tracking server's ``/health``
+  with a short timeout and no retries, before a stage starts its work, instead of MLflow's four minutes of
+  retries and a raw traceback.
 - ``process_tags``: every stage run records its host, process id and that process's start time.
 - ``end_stale_runs``: when a stage starts, runs of the same stage still RUNNING whose process on this host no
   longer exists (a SIGKILL, a power cut) are marked KILLED, so they do not stay RUNNING forever.
@@ -15,57 +15,18 @@ import os
 import signal
 import socket
 import threading
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
-from urllib.parse import urlsplit
 
-DEFAULT_TIMEOUT_S = 5.0
+from semcolor.tracking_server import TrackingUnavailable, check_reachable  # noqa: F401  (re-exported)
+
 TAG_HOST, TAG_PID, TAG_PID_START = "semcolor.host", "semcolor.pid", "semcolor.pid_start"
-_checked: set[str] = set()
-
-
-class TrackingUnavailable(RuntimeError):
-    """The tracking server cannot be reached; the message names it and says what to do."""
 
 
 class StageTerminated(KeyboardInterrupt):
     """SIGTERM, turned into an exception so that runs, temp files and progress checkpoints are closed
     cleanly (a KeyboardInterrupt, so that the same handlers as for Ctrl-C apply)."""
-
-
-def check_reachable(uri: str | None = None, timeout: float = DEFAULT_TIMEOUT_S) -> None:
-    """Raise TrackingUnavailable unless the tracking server at ``uri`` (default: MLflow's current tracking
-    URI) answers; only HTTP(S) servers are checked (a local SQLite store needs no server), once per process.
-
-    Any HTTP answer below 500 counts as reachable (401/403: the server is there, credentials are MLflow's
-    business); a refused or timed-out connection, a reset, or a 5xx (a proxy in front of a dead server) not."""
-    if uri is None:
-        import mlflow
-
-        uri = mlflow.get_tracking_uri()
-    uri = str(uri)
-    if urlsplit(uri).scheme not in ("http", "https") or uri in _checked:
-        return
-    health = uri.rstrip("/") + "/health"
-    try:
-        with urllib.request.urlopen(urllib.request.Request(health, method="GET"), timeout=timeout):
-            pass
-    except urllib.error.HTTPError as error:
-        if error.code >= 500:
-            raise _unavailable(uri, f"HTTP {error.code} from {health}") from None
-    except (urllib.error.URLError, OSError, ValueError) as error:
-        reason = getattr(error, "reason", None) or error
-        raise _unavailable(uri, " ".join(str(reason).split()) or type(error).__name__) from None
-    _checked.add(uri)
-
-
-def _unavailable(uri: str, reason: str) -> TrackingUnavailable:
-    return TrackingUnavailable(
-        f"the MLflow tracking server {uri} is not reachable ({reason}); start it (mlflow server ...), or point "
-        "MLFLOW_TRACKING_URI at a running one (unset, the stages log to sqlite:///mlflow.db in the project)")
 
 
 def process_tags() -> dict[str, str]:
