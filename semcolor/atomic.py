@@ -54,6 +54,17 @@ def atomic_output(path: str | Path, *, text: bool = False, fsync: bool = False) 
         raise
 
 
+def ensure_writable_folder(folder: str | Path) -> Path:
+    """Create ``folder`` if missing and prove that a file can be created in it (OSError otherwise): an output
+    folder is checked before the work whose results it will hold, not after."""
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    descriptor, probe = _create_temporary(folder / ".semcolor-write-test")
+    os.close(descriptor)
+    probe.unlink()
+    return folder
+
+
 def write_bytes_atomic(path: str | Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` atomically (mode from the umask), creating the parent folder."""
     with atomic_output(path) as stream:

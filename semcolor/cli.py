@@ -148,13 +148,10 @@ def _choose_model(args: argparse.Namespace) -> None:
 
 def check_writable_folder(folder: Path, option: str = "--out") -> None:
     """Create ``folder`` if missing and prove a file can be written in it, before any work is done."""
-    from semcolor.atomic import _create_temporary
+    from semcolor.atomic import ensure_writable_folder
 
     try:
-        folder.mkdir(parents=True, exist_ok=True)
-        descriptor, probe = _create_temporary(folder / ".semcolor-write-test")
-        os.close(descriptor)
-        probe.unlink()
+        ensure_writable_folder(folder)
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise UsageError(f"{option} {folder}: cannot write there ({reason}); choose another folder") from None
