@@ -54,14 +54,23 @@ def atomic_output(path: str | Path, *, text: bool = False, fsync: bool = False) 
         raise
 
 
-def ensure_writable_folder(folder: str | Path) -> Path:
-    """Create ``folder`` if missing and prove that a file can be created in it (OSError otherwise): an output
-    folder is checked before the work whose results it will hold, not after."""
+def check_writable_folder(folder: str | Path) -> Path:
+    """Prove that files can be created in ``folder`` (OSError otherwise), leaving nothing behind: folders it
+    had to create for the probe are removed again. An output folder is checked before the work whose
+    results it will hold, not after."""
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    descriptor, probe = _create_temporary(folder / ".semcolor-write-test")
-    os.close(descriptor)
-    probe.unlink()
+    created: list[Path] = []
+    try:
+        for parent in [*reversed(folder.parents), folder]:
+            if not parent.exists():
+                parent.mkdir()
+                created.append(parent)
+        descriptor, probe = _create_temporary(folder / ".semcolor-write-test")
+        os.close(descriptor)
+        probe.unlink()
+    finally:
+        for made in reversed(created):
+            made.rmdir()
     return folder
 
 

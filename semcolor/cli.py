@@ -147,11 +147,11 @@ def _choose_model(args: argparse.Namespace) -> None:
 
 
 def check_writable_folder(folder: Path, option: str = "--out") -> None:
-    """Create ``folder`` if missing and prove a file can be written in it, before any work is done."""
-    from semcolor.atomic import ensure_writable_folder
+    """Prove a file can be written in ``folder`` (created later, when the first result is written)."""
+    from semcolor.atomic import check_writable_folder as probe
 
     try:
-        ensure_writable_folder(folder)
+        probe(folder)
     except OSError as error:
         reason = error.strerror or type(error).__name__
         raise UsageError(f"{option} {folder}: cannot write there ({reason}); choose another folder") from None
@@ -363,8 +363,25 @@ def _usage_error(message: str) -> int:
     return 2
 
 
+def _hide_mlflow_developer_warnings() -> None:
+    """MLflow's advice to model developers (type hints on predict, signatures) is neither the user's
+    business nor a failure. A filter cannot hide it - MLflow re-enables its UserWarnings inside its own
+    ``catch_warnings`` - so the display step drops UserWarnings raised from MLflow's own files."""
+    import warnings
+
+    show = warnings.showwarning
+
+    def showwarning(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, UserWarning) and f"{os.sep}mlflow{os.sep}" in str(filename):
+            return
+        show(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``semcolor`` console script; returns the exit status."""
+    _hide_mlflow_developer_warnings()
     args = build_parser().parse_args(argv)
     try:
         return int(args.handler(args))

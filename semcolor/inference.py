@@ -471,6 +471,19 @@ def _resolve(reference: str | Path) -> Path:
 def _mlflow_call(reference: str | Path, call: Callable[[], Any]) -> Any:
     """``call()``, with MLflow's errors (a raw traceback otherwise: a missing alias, a mistyped name, an
     unreachable server) turned into one ModelReferenceError line naming the reference and the store."""
+    import mlflow
+
+    from semcolor.tracking_server import TrackingUnavailable, check_reachable
+
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        # MLflow would create an empty store here (and spend seconds migrating it) only to find nothing
+        raise ModelReferenceError(f"cannot resolve the model {reference}: no MLflow store at {uri}; run from "
+                                  "the project folder, or set MLFLOW_TRACKING_URI")
+    try:
+        check_reachable(uri)  # a dead server: one request, not MLflow's minutes of retries
+    except TrackingUnavailable as error:
+        raise ModelReferenceError(f"cannot resolve the model {reference}: {error}") from None
     try:
         return call()
     except FileNotFoundError as error:
@@ -480,8 +493,6 @@ def _mlflow_call(reference: str | Path, call: Callable[[], Any]) -> Any:
 
         if not isinstance(error, MlflowException):
             raise
-        import mlflow
-
         message = " ".join(str(getattr(error, "message", None) or error).split())[:300]
         raise ModelReferenceError(
             f"cannot resolve the model {reference} in the MLflow store {mlflow.get_tracking_uri()}: {message}; "

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import random
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -15,6 +16,7 @@ import torch
 from semcolor.cli import main
 from semcolor.training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from tests.inference_models import GRIDNET_CONFIG, SDC_CONFIG, save_model, save_sdc_pair
+from tests.mlflow_store import migrated_mlflow_db  # noqa: F401  (fixture)
 
 PHOTO = "brian-61OqtzLUWko-unsplash.png"
 
@@ -117,3 +119,34 @@ def test_the_console_script_prints_no_traceback(bad, tmp_path, shared_dir):
     line = assert_one_clean_line(done.stderr)
     assert "refused" in line and str(path) in line
     assert not (path.parent / "pwned").exists()
+
+
+def test_model_references_that_lead_nowhere(tmp_path, shared_dir, migrated_mlflow_db, monkeypatch):
+    """A mistyped registered name, a missing alias, a dead tracking server: one line each, exit 2."""
+    from tests.mlflow_store import copy_store
+
+    photo = str(shared_dir / "photos" / PHOTO)
+    uri = copy_store(migrated_mlflow_db, tmp_path / "store")
+    dead = socket.create_server(("127.0.0.1", 0))
+    dead_uri = f"http://127.0.0.1:{dead.getsockname()[1]}"
+    dead.close()  # nothing listens there now
+    cases = [(uri, "models:/semcolor-sdc-papre@champion", "semcolor-sdc-papre"),
+             (uri, "runs:/0123456789abcdef0123456789abcdef/model", "0123456789abcdef"),
+             (dead_uri, "models:/semcolor-sdc-paper@champion", "is not reachable")]
+    script = Path(sys.executable).with_name("semcolor")
+    for tracking_uri, reference, phrase in cases:
+        done = subprocess.run([str(script), "colorize", photo, "--model", reference, "--out", str(tmp_path / "o")],
+                              capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                              env={**os.environ, "MLFLOW_TRACKING_URI": tracking_uri})
+        line = assert_one_clean_line(done.stderr)
+        assert done.returncode == 2 and reference in line and phrase in line, line
+
+
+def test_a_model_uri_without_a_store_creates_none(tmp_path, shared_dir, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    status = main(["colorize", str(shared_dir / "photos" / PHOTO), "--model", "models:/semcolor-sdc-paper@champion",
+                   "--out", "out", "--no-progress"])
+    line = assert_one_clean_line(capsys.readouterr().err)
+    assert status == 2 and "no MLflow store at sqlite:///" in line, line
+    assert sorted(p.name for p in tmp_path.iterdir()) == []  # no mlflow.db, no mlruns/, no out/

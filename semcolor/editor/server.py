@@ -608,7 +608,7 @@ def serve(photos: str | Path, model_ref: str, segmenter_ref: str | None, device:
 
     Order: host, photos, port and output folder are checked first (in a second), the model is loaded after
     (it can take a while), so a setup mistake is reported at once."""
-    from semcolor.atomic import ensure_writable_folder
+    from semcolor.atomic import check_writable_folder as probe
     from semcolor.inference import load_colorizer
 
     if not allow_remote and not is_loopback(host):
@@ -623,7 +623,7 @@ def serve(photos: str | Path, model_ref: str, segmenter_ref: str | None, device:
     sock = bind_socket(host, port)
     try:
         try:
-            ensure_writable_folder(out_dir)
+            probe(out_dir)
         except OSError as error:
             raise EditorError(f"--out {out_dir}: cannot write there ({error.strerror or error}); "
                               "choose another folder") from None
