@@ -388,6 +388,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("semcolor: interrupted", file=sys.stderr)
         return 130
+    except Exception as error:
+        if _is_user_error(error):  # a subcommand let one through: still one line, not a traceback
+            return _usage_error(_one_line(error))
+        raise
+
+
+def _is_user_error(error: Exception) -> bool:
+    """Errors whose message names the file, key or server at fault and says what to do."""
+    from semcolor.config import ConfigError
+    from semcolor.shard_integrity import ShardIntegrityError
+    from semcolor.tracking_server import TrackingUnavailable
+    from semcolor.training.checkpoint import CheckpointError
+
+    known: tuple[type[Exception], ...] = (ConfigError, ShardIntegrityError, TrackingUnavailable, CheckpointError,
+                                          UsageError)
+    if "semcolor.inference" in sys.modules:
+        known += (sys.modules["semcolor.inference"].ModelReferenceError,)
+    return isinstance(error, known)
 
 
 if __name__ == "__main__":  # pragma: no cover
