@@ -46,6 +46,20 @@ TINY_PARAMS: dict[str, Any] = {
     "shards": {"samples_per_shard": 8, "workers": 1},
 }
 
+# Every model at a few steps and tiny widths, evaluation on a handful of images: the whole pipeline in
+# minutes (merged as `overrides` of make_project_repo).
+TRAIN_TINY = {"steps": 3, "log_every": 1, "checkpoint_every": 2, "threads": 1}
+LOADER_TINY = {"batch_size": 4, "workers": 0, "shuffle_buffer": 8}
+TINY_PIPELINE = {
+    "train_psc": {"loader": {**LOADER_TINY, "crop": 32}, "train": TRAIN_TINY,
+                  "model": {"width": 0.03125, "generator_layers": 1, "generator_channels": 8, "num_mixtures": 2}},
+    "train_gridnet": {"loader": {**LOADER_TINY, "crop": 32}, "train": TRAIN_TINY, "model": {"width": 0.125}},
+    "train_sdc": {"loader": {**LOADER_TINY, "crop": 64}, "train": TRAIN_TINY, "model": {"width": 0.0625}},
+    "train_cls": {"loader": {**LOADER_TINY, "crop": 64}, "train": TRAIN_TINY,
+                  "model": {"width": 0.0625, "discriminator_width": 0.0625}},
+    "evaluate": {"max_images": 8, "sample_images": 2, "samples": 2, "batch_size": 8, "grid_images": 2},
+}
+
 GIT_IDENTITY = {
     "GIT_AUTHOR_NAME": "semcolor tests", "GIT_AUTHOR_EMAIL": "tests@semcolor.invalid",
     "GIT_COMMITTER_NAME": "semcolor tests", "GIT_COMMITTER_EMAIL": "tests@semcolor.invalid",

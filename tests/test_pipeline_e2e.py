@@ -8,19 +8,8 @@ import shutil
 
 import pytest
 
-from tests.project_repo import make_project_repo, run_dvc
+from tests.project_repo import TINY_PIPELINE, make_project_repo, run_dvc
 
-TRAIN_TINY = {"steps": 3, "log_every": 1, "checkpoint_every": 2, "threads": 1}
-LOADER_TINY = {"batch_size": 4, "workers": 0, "shuffle_buffer": 8}
-TINY_PIPELINE = {
-    "train_psc": {"loader": {**LOADER_TINY, "crop": 32}, "train": TRAIN_TINY,
-                  "model": {"width": 0.03125, "generator_layers": 1, "generator_channels": 8, "num_mixtures": 2}},
-    "train_gridnet": {"loader": {**LOADER_TINY, "crop": 32}, "train": TRAIN_TINY, "model": {"width": 0.125}},
-    "train_sdc": {"loader": {**LOADER_TINY, "crop": 64}, "train": TRAIN_TINY, "model": {"width": 0.0625}},
-    "train_cls": {"loader": {**LOADER_TINY, "crop": 64}, "train": TRAIN_TINY,
-                  "model": {"width": 0.0625, "discriminator_width": 0.0625}},
-    "evaluate": {"max_images": 8, "sample_images": 2, "samples": 2, "batch_size": 8, "grid_images": 2},
-}
 TRAINED = ["psc_plain", "psc_embed", "psc_full", "psc_seg_only", "gridnet_gray", "gridnet_color", "sdc_paper",
            "sdc_no_in", "cls_plain", "cls_semantic", "cls_semantic_gan"]
 
