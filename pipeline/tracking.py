@@ -275,10 +275,11 @@ def version_tags(stage: str, dataset: str, manifest_sha256: str, steps: int,
                  losses: Mapping[str, float]) -> dict[str, str]:
     """Tags of a registered version: what produced it (stage, git commit, data version) and its training
     figures; ``pipeline.champions`` adds the evaluation's headline metrics."""
-    return {"semcolor.stage": stage, "semcolor.dataset": dataset, "semcolor.data_version": manifest_sha256,
+    tags = {"semcolor.stage": stage, "semcolor.dataset": dataset, "semcolor.data_version": manifest_sha256,
             "semcolor.git_commit": git_commit(), "semcolor.dvc_lock_inputs": dvc_lock_inputs_hash(stage),
             "semcolor.train.steps": str(steps),
             **{f"semcolor.train.final_{k}": f"{v:.6g}" for k, v in losses.items() if np.isfinite(v)}}
+    return {key: value for key, value in tags.items() if value}  # no empty tags (a first run has no lock entry)
 
 
 def version_description(stage: str, model_name: str, dataset: str, steps: int, final_loss: float | None,

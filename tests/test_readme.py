@@ -90,7 +90,7 @@ def test_the_tag_parser_finds_tags_and_untagged_blocks():
             "<!-- readme-test: skip: needs a GPU -->\n\n```sh\ntorchrun x\n```\n")
     blocks = readme_blocks(text)
     assert [(b.kind, b.reason, b.text, b.line) for b in blocks] == [
-        ("run", None, "echo a\n", 4), (None, None, "echo b\n", 8), ("skip", "needs a GPU", "torchrun x\n", 12)]
+        ("run", None, "echo a\n", 4), (None, None, "echo b\n", 8), ("skip", "needs a GPU", "torchrun x\n", 13)]
 
 
 def test_the_pipeline_chart_is_what_dvc_dag_prints():
