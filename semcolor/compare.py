@@ -11,7 +11,13 @@ the flattened config, e.g. ``params.train.lr``) and metrics (``metrics.<name>``,
 MLflow's system metrics ``system/...`` are left out). Formats: ``table`` (aligned plain text),
 ``markdown`` (a GitHub table) and ``csv`` (full precision, empty cell = not logged).
 
-The grid: rows are validation images of a shard set, columns gray | real | one per model. Every model sees
+By default the command is meant to be read: the text formats print one table per kind of run (evaluation,
+training, other), each with the HEADLINE_METRICS its runs have and at most MAX_PARAMS params that differ
+between them, headers without their prefixes, and no experiment column when there is one experiment;
+``--columns all`` / ``--param`` choose others, and csv always has every fixed column.
+
+The grid: rows are validation images of a shard set, columns gray | real | one per model (a PixelCNN's
+column is its fast, non-autoregressive output, labelled ``fast``; ``samples`` adds autoregressive ones). Every model sees
 the images at the shards' stored size (as evaluation does), is loaded from its registered URI through
 ``semcolor.inference.load_colorizer`` and colorizes with ``predict_ab``; the colors are joined with the
 image's own L and brought into the sRGB gamut at constant L (``lab_to_rgb8_keep_lightness``), as

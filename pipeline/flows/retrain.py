@@ -27,7 +27,7 @@ params.yaml, uncommitted, like the changed dvc.lock after ``dvc repro``: commit 
 Commands run in ``repo_dir`` as ``<this python> -m dvc`` (PATH does not matter), with
 ``MLFLOW_TRACKING_URI`` set to the store the flow reads, so the stages log where the flow looks.
 
-Schedule it (see docs/retrain.md)::
+Schedule it (README, "Scheduled retrains"; ``--serve`` refuses to start without a reachable server)::
 
     prefect server start                      # another terminal; UI at http://127.0.0.1:4200
     export PREFECT_API_URL=http://127.0.0.1:4200/api

@@ -122,7 +122,8 @@ class EditorApp:
             "has_map": c.num_classes is not None,
             "classes": [{"id": i, "name": name, "color": [int(v) for v in colors[i]],
                          "typical_color": list(typical[i].color),
-                         "typical_modes": [list(m) for m in typical[i].modes], "typical_source": typical[i].source}
+                         "typical_modes": [list(m) for m in typical[i].modes],
+                         "typical_source": typical[i].source}
                         for i, name in enumerate(c.class_names)],
             "photos": [{"index": i, "name": p.name} for i, p in enumerate(self.photos)],
         }
