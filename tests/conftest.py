@@ -46,3 +46,12 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=None):
         yield
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory, migrated_mlflow_db, shared_dir) -> Path:
+    """The project after a tiny `make demo` (tests.project_repo.build_demo_like_project), built once per
+    session for the tests that read it (the end-to-end checks, the README's commands)."""
+    from tests.project_repo import build_demo_like_project
+
+    return build_demo_like_project(tmp_path_factory.mktemp("demo"), migrated_mlflow_db, shared_dir)

@@ -24,6 +24,7 @@ from pipeline import tracking
 from pipeline.params import load_section
 from semcolor import evaluation as ev
 from semcolor.atomic import write_json_atomic
+from semcolor.compare import add_column_labels
 from semcolor.config import ConfigError, config_to_dict
 from semcolor.loader import LoaderConfig, ShardBatches, read_manifest
 from semcolor.training.checkpoint import load_checkpoint, model_from_checkpoint
@@ -270,21 +271,27 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     shard_dir = Path("data/shards") / config.source / str(config.size)
     with tracking.stage_run("evaluate", config_to_dict(config), manifest=shard_dir / "manifest.json",
-                            tags={"semcolor.dataset": config.source}):
+                            tags={"semcolor.dataset": config.source},
+                            dataset=tracking.DatasetRef(shard_dir, "evaluation")) as stage_run:
         results, claim_list, grids = evaluate_all(config)
         column_names = [str(c) for c in grids.pop("colorizations_columns")]
         FIGURES_DIR.mkdir(parents=True, exist_ok=True)
+        labels = {"colorizations": column_names, "semantic_maps": ["ground truth", "GridNet on gray"]}
         for name, image in grids.items():
+            if name in labels:  # the column names in the picture (ev.image_grid: tiles 2 px apart)
+                image = add_column_labels(image, labels[name], (image.shape[1] - 2) // len(labels[name]), left=2)
             Image.fromarray(image).save(FIGURES_DIR / f"{name}.png")
             tracking.log_image(image, f"figures/{name}.png")
-        (FIGURES_DIR / "columns.json").write_text(json.dumps({"colorizations": column_names}, indent=2) + "\n")
+        (FIGURES_DIR / "columns.json").write_text(json.dumps({"colorizations": column_names,
+                                                              "run_id": stage_run.info.run_id}, indent=2) + "\n")
         for model, figures in results.items():
             tracking.log_metrics({f"{model}.{k}": v for k, v in figures.items()})
     for model, figures in results.items():
         family, _, variant = model.partition("_")
         with tracking.stage_run(f"evaluate/{model}", config_to_dict(config), manifest=shard_dir / "manifest.json",
                                 tags={"semcolor.family": family, "semcolor.variant": variant,
-                                      "semcolor.dataset": config.source, "semcolor.evaluates": model}):
+                                      "semcolor.dataset": config.source, "semcolor.evaluates": model},
+                                parent_run_id=stage_run.info.run_id, system_metrics=False):
             tracking.log_metrics(figures)
     Path("metrics").mkdir(exist_ok=True)
     write_json_atomic(Path("metrics/evaluate.json"), {"dataset": config.source, "models": results})

@@ -3,7 +3,8 @@ summaries and the figures of `evaluate`.
 
     python -m pipeline.stages.report
 
-Training curves are DVC plots (`dvc plots show` renders plots/train/*.csv).
+Training curves are DVC plots (`dvc plots show` renders plots/train/*.csv) and, for reading offline, charts
+in reports/curves/ (pipeline.curves); pipeline.report_extras adds them, the photo strip and provenance.
 """
 
 from __future__ import annotations
@@ -79,7 +80,7 @@ def build_report(evaluation: dict[str, Any], claims: list[dict[str, Any]], train
     parts += ["", "## Images", "", f"Columns: {' | '.join(columns)}.", "", "![colorizations](figures/colorizations.png)", "",
               "Semantic maps: ground truth | GridNet on gray.", "", "![semantic maps](figures/semantic_maps.png)", ""]
     if training:
-        parts += ["## Training", "", "Curves: `dvc plots show` (plots/train/*.csv).", ""]
+        parts += ["## Training", "", "Curves: below, and `dvc plots show` (plots/train/*.csv).", ""]
         parts.append(table([[name, fmt(s.get("steps")), fmt(s.get("final_loss")), fmt(s.get("samples_per_second"))]
                             for name, s in sorted(training.items())], ["model", "steps", "final loss", "samples/s"]))
     return "\n".join(parts) + "\n"
@@ -93,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     training = {p.stem: json.loads(p.read_text()) for p in sorted(Path("metrics/train").glob("*.json"))}
     columns_file = Path("reports/figures/columns.json")
     columns = json.loads(columns_file.read_text())["colorizations"] if columns_file.is_file() else []
-    write_text_atomic(REPORT, build_report(evaluation, claims, training, columns))
+    from pipeline.report_extras import presentation_sections  # photo strip, curve charts, provenance
+
+    write_text_atomic(REPORT, build_report(evaluation, claims, training, columns)
+                      + "\n" + presentation_sections(REPORT.parent, training))
     print(f"wrote {REPORT}")
     return 0
 

@@ -35,6 +35,9 @@ from semcolor.training.distributed import cleanup_distributed, init_distributed,
 from semcolor.training.loop import TrainConfig, train
 
 
+EXAMPLE_SIZE = 32  # px, the registered model's input example
+
+
 @dataclass(frozen=True)
 class ShardRef:
     """Which shards a stage reads: data/shards/<source>/<size>."""
@@ -141,7 +144,8 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
                       "data": config_to_dict(stage.data), "world_size": context.world_size}
     tags = {"semcolor.family": registry_family, "semcolor.variant": variant, "semcolor.dataset": stage.data.source,
             "semcolor.model_name": chosen.model}
-    with tracking.stage_run(stage_name, tracked_config, manifest=manifest, tags=tags, enabled=context.is_main) as mlflow_run:
+    with tracking.stage_run(stage_name, tracked_config, manifest=manifest, tags=tags, enabled=context.is_main,
+                            dataset=tracking.DatasetRef(shard_dir, "training")) as mlflow_run:
         for row in curve:  # a resumed run carries the steps its killed predecessor logged
             tracking.log_metrics({k: v for k, v in row.items() if k != "step"}, int(row["step"]))
         result = train(model, chosen.model, model_config, batches, stage.train, paths["partial"], device=device,
@@ -155,11 +159,19 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
             summary = {"steps": result.step, "samples_per_second": speed,
                        **{f"final_{k}": v for k, v in losses.items()}}
             _write_curve(paths["curve"], curve)
-            size = stage.loader.crop or stage.data.size
             channels = 3 if model_config.get("input_mode") == "lab" else 1  # a GridNet trained on color
-            example = torch.zeros(1, channels, size, size).numpy()
+            # the signature leaves H and W free; 32 x 32 (a multiple of every model's stride) shows the layout
+            example = torch.zeros(1, channels, EXAMPLE_SIZE, EXAMPLE_SIZE).numpy()
             registered = tracking.registered_name(registry_family, variant)
-            model_info = tracking.log_checkpoint_model(paths["checkpoint"], registered, example, segmenter=chosen.segmenter)
+            tracking.log_sample_grid(paths["checkpoint"], shard_dir, f"{family}_{variant}")
+            model_info = tracking.log_checkpoint_model(
+                paths["checkpoint"], registered, example, segmenter=chosen.segmenter,
+                description=tracking.version_description(stage_name, chosen.model, stage.data.source, result.step,
+                                                         losses.get("loss"), manifest_hash),
+                tags=tracking.version_tags(stage_name, stage.data.source, manifest_hash, result.step,
+                                           losses),
+                model_description=f"semcolor {registry_family} model, variant {variant} ({chosen.model}); "
+                                  f"one version per run of the DVC stage {stage_name}.")
             tracking.log_metrics({"final_" + k: v for k, v in losses.items()})
             summary["run_id"] = mlflow_run.info.run_id
             summary["registered_model"] = f"{registered}/{model_info.registered_model_version}"

@@ -7,7 +7,7 @@ overlay, and the colorized result. Maps travel as raw bytes: H x W uint8 class i
 
 API (every error answers JSON ``{"error": "..."}``; a bad request gets a 4xx naming what is wrong, without a
 traceback or a server path, and never stops the server):
-  GET  /api/session                      model, label set (id, name, color), photos
+  GET  /api/session                      model, label set (id, name, color, typical_color), photos
   GET  /api/photos/<i>                   display and full size of photo i
   GET  /api/photos/<i>/gray.png          the gray photo at display size
   GET  /api/photos/<i>/map?which=predicted   the map as raw bytes (X-Map-Width/Height headers)
@@ -139,13 +139,19 @@ class EditorApp:
     def describe(self) -> dict[str, Any]:
         c = self.colorizer
         colors = class_colors(c.num_classes or 0)
+        from semcolor.class_colors import typical_class_colors  # what each class will look like (swatches)
+
+        typical = typical_class_colors(c.class_names)
         return {
             "model": c.model_name,
             "family": c.family,
             "takes_semantic_map": c.takes_semantic_map,
             "supports_samples": c.supports_samples,
             "has_map": c.num_classes is not None,
-            "classes": [{"id": i, "name": name, "color": [int(v) for v in colors[i]]}
+            "classes": [{"id": i, "name": name, "color": [int(v) for v in colors[i]],
+                         "typical_color": list(typical[i].color),
+                         "typical_modes": [list(m) for m in typical[i].modes],
+                         "typical_source": typical[i].source}
                         for i, name in enumerate(c.class_names)],
             "photos": [{"index": i, "name": p.name} for i, p in enumerate(self.photos)],
         }
