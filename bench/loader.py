@@ -18,6 +18,9 @@ Figures, best of ``--rounds`` interleaved rounds (a shared machine disturbs the 
   pipeline in one process (decode, crop, conversion to model units), ``cpu_ratio_<recipe>`` their quotient:
   the same comparison, much less sensitive to other jobs on the machine; ``per_worker_sps_<recipe>`` =
   1000 / shards_cpu_ms: the samples/s one loader core delivers;
+- ``disk_kib_per_sample_<recipe>``: the shard bytes per sample (tar headers included), and for the Lab
+  member alone ``lab_kib_<encoding>_<recipe>`` / ``lab_decode_ms_<encoding>_<recipe>`` for the format-2
+  .npy against format 1's level-1 PNG of the same codes (the disk-size-for-decode-time trade);
 - ``train_sps_<model>``: one training step (forward, backward, Adam) at demo size, 1 thread;
 - ``paper_train_sps_<model>``: the same at the paper setup (paper width, PSC 128 px, GridNet and the U-Net
   352 px crops) on this CPU, 1 thread, timed on ONE sample (the paper batches of 32 / 16 take minutes a
@@ -49,7 +52,8 @@ from semcolor.color import rgb8_to_lab  # noqa: E402
 from semcolor.extract import safe_extract  # noqa: E402
 from semcolor.loader import LoaderConfig, ShardBatches  # noqa: E402
 from semcolor.models import create_model  # noqa: E402
-from semcolor.shards import convert_source  # noqa: E402
+from semcolor.loader import shard_paths  # noqa: E402
+from semcolor.shards import convert_source, decode_npy, decode_png, encode_npy, encode_png, read_shard_samples  # noqa: E402
 from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive  # noqa: E402
 
 RECIPES = {"128": (128, 64, 16), "352": (352, 352, 4)}  # shard size, crop, batch
@@ -129,6 +133,25 @@ def cpu_ms_per_sample(make: Callable[[], Iterable], batches: int) -> float:
     return 1000 * (time.process_time() - start) / count
 
 
+def lab_member_trade(shard_dir: Path, count: int = 32) -> dict[str, float]:
+    """KiB and decode ms of the Lab member per encoding, on the first ``count`` training samples."""
+    samples = [s for path in shard_paths(shard_dir, "train") for s in read_shard_samples(path)][:count]
+    encoded = {"npy": [encode_npy(np.ascontiguousarray(np.moveaxis(s.lab8, -1, 0))) for s in samples],
+               "png": [encode_png(s.lab8) for s in samples]}
+    decoders = {"npy": decode_npy, "png": decode_png}
+    figures = {}
+    for name, blobs in encoded.items():
+        best = math.inf
+        for _ in range(3):
+            start = time.process_time()
+            for blob in blobs:
+                decoders[name](blob)
+            best = min(best, time.process_time() - start)
+        figures[f"lab_kib_{name}"] = sum(map(len, blobs)) / len(blobs) / 1024
+        figures[f"lab_decode_ms_{name}"] = 1000 * best / len(blobs)
+    return figures
+
+
 def train_step_rate(name: str, config: dict, crop: int, batch: int, steps: int = 4) -> float:
     """Samples/s of ``steps`` training steps (forward, losses, backward, Adam) after one warm-up step;
     ``steps=0``: the warm-up step alone is timed."""
@@ -188,9 +211,16 @@ def main() -> int:
             figures[f"shards_cpu_ms_{name}"], figures[f"baseline_cpu_ms_{name}"] = cpu["shards"], cpu["baseline"]
             figures[f"cpu_ratio_{name}"] = cpu["baseline"] / cpu["shards"]
             figures[f"per_worker_sps_{name}"] = 1000 / cpu["shards"]
+            shard_bytes = sum(path.stat().st_size for path in shard_dir.glob("train-*.tar"))
+            figures[f"disk_kib_per_sample_{name}"] = shard_bytes / 1024 / args.images
+            for key, value in lab_member_trade(shard_dir).items():
+                figures[f"{key}_{name}"] = value
             print(f"recipe {name}: shards {wall['shards']:.1f} samples/s, per-file {wall['baseline']:.1f} samples/s "
                   f"({args.workers} worker(s)): ratio {figures[f'ratio_{name}']:.2f}; CPU per sample "
-                  f"{cpu['shards']:.2f} vs {cpu['baseline']:.2f} ms: ratio {figures[f'cpu_ratio_{name}']:.2f}",
+                  f"{cpu['shards']:.2f} vs {cpu['baseline']:.2f} ms: ratio {figures[f'cpu_ratio_{name}']:.2f}; "
+                  f"{figures[f'disk_kib_per_sample_{name}']:.0f} KiB/sample on disk; Lab member .npy "
+                  f"{figures[f'lab_kib_npy_{name}']:.0f} KiB decoded in {figures[f'lab_decode_ms_npy_{name}']:.3f} ms, "
+                  f"as PNG {figures[f'lab_kib_png_{name}']:.0f} KiB in {figures[f'lab_decode_ms_png_{name}']:.3f} ms",
                   flush=True)
     for name, (config, crop, batch) in DEMO.items():
         figures[f"train_sps_{name}"] = train_step_rate(name, config, crop, batch)

@@ -315,10 +315,10 @@ def _reference_lab8(rgb8: np.ndarray) -> np.ndarray:
 
 def _rgb8_to_lab8_into(flat: np.ndarray, out: np.ndarray) -> None:
     """Codes of the (n, 3) uint8 pixels ``flat`` into ``out``, (3, n) uint8 (an array or a view)."""
-    near_tie = [
-        start + _rgb8_to_lab8_chunk(flat[start : start + _CHUNK_PIXELS], out[:, start : start + _CHUNK_PIXELS])
-        for start in range(0, flat.shape[0], _CHUNK_PIXELS)
-    ]
+    near_tie = []
+    for start in range(0, flat.shape[0], _CHUNK_PIXELS):
+        stop = start + _CHUNK_PIXELS
+        near_tie.append(start + _rgb8_to_lab8_chunk(flat[start:stop], out[:, start:stop]))
     if near_tie:
         # One reference call for all flagged pixels (about 1% of them): its fixed cost is paid once.
         flagged = np.concatenate(near_tie)

@@ -385,7 +385,10 @@ class Colorizer:
             else:
                 seg = self._check_map(semantic_map, shape, full_shape)
             seg_t = torch.from_numpy(seg.astype(np.int64))[None].to(self.device)
-            ab_list = [self._unet_forward(L_in, seg_t) if self.family == "sdc" else self.model.colorize(L_in, seg_t)]
+            if self.family == "sdc":
+                ab_list = [self._unet_forward(L_in, seg_t)]
+            else:
+                ab_list = [self.model.colorize(L_in, seg_t)]
         elif self.family == "psc" and not fast:
             seg = self.predict_map(lightness)
             # one draw per seed, so sample i is the same whether k = 1 or k > 1 were asked for

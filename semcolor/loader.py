@@ -198,7 +198,8 @@ def decode_batch(samples: Sequence[dict[str, Any]], crop: int | None, flip: bool
     return unpack_batch(pack_batch(samples, crop, flip, rngs))
 
 
-def augment(sample: dict[str, Any], crop: int | None, flip: bool, rng: random.Random | None) -> dict[str, Any]:
+def augment(sample: dict[str, Any], crop: int | None, flip: bool,
+            rng: random.Random | None) -> dict[str, Any]:
     """One decoded sample (``decode_sample``) -> tensors: crop (random with ``rng``, centre without) and
     optionally flip horizontally. ``decode_batch`` does the same for a whole batch, without the copies."""
     lab, seg = sample["lab"], sample["seg"]

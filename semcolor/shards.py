@@ -66,7 +66,8 @@ from tqdm.auto import tqdm
 
 from semcolor.atomic import write_text_atomic
 from semcolor.color import rgb8_to_lab8_planar
-from semcolor.sources._labels import IMAGE_RESAMPLE, resize_image, resize_label
+# IMAGE_RESAMPLE: the filter the shards are resized with, re-exported here where it used to live
+from semcolor.sources._labels import IMAGE_RESAMPLE, resize_image, resize_label  # noqa: F401
 from semcolor.sources.base import Item, Sample, SampleError, Source
 
 MANIFEST_NAME = "manifest.json"
@@ -130,7 +131,9 @@ class ConvertedSample:
 
     def __post_init__(self) -> None:
         if (self.lab_npy is None) == (self.lab_png is None):
-            raise ValueError(f"sample {self.key!r}: give exactly one of lab_npy (format 2) and lab_png (format 1)")
+            raise ValueError(
+                f"sample {self.key!r}: give exactly one of lab_npy (format 2) and lab_png (format 1)"
+            )
 
     @property
     def members(self) -> tuple[tuple[str, bytes], ...]:
@@ -276,7 +279,8 @@ def _npy_layout(prefix: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
     fields = ast.literal_eval(prefix[10:].decode("latin1"))
     if not isinstance(fields, dict) or set(fields) != {"descr", "fortran_order", "shape"}:
         raise ValueError(f"not a .npy header: {prefix[10:]!r}")
-    return np.dtype(fields["descr"]), tuple(int(side) for side in fields["shape"]), bool(fields["fortran_order"])
+    shape = tuple(int(side) for side in fields["shape"])
+    return np.dtype(fields["descr"]), shape, bool(fields["fortran_order"])
 
 
 def decode_npy(data: bytes) -> np.ndarray:

@@ -489,8 +489,8 @@ class _PackedConv:
                 x, weight, bias, list(conv.padding), list(conv.output_padding), list(conv.stride),
                 list(conv.dilation), conv.groups, self.attr, self.scalars, "")
         return torch.ops.mkldnn._convolution_pointwise(
-            x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups, self.attr,
-            self.scalars, "")
+            x, weight, bias, list(conv.padding), list(conv.stride), list(conv.dilation), conv.groups,
+            self.attr, self.scalars, "")
 
 
 class FastUNetInference:
@@ -505,7 +505,8 @@ class FastUNetInference:
     ``shapes_kept`` most recent shapes keep theirs (each a copy of the weights: 150 MB at paper width).
     Falls back to the eager model where oneDNN cannot run it (another device or dtype, a build without
     oneDNN) and where gradients are enabled (the eager model then records them): call it under
-    ``torch.no_grad()`` or ``torch.inference_mode()``. Thread-safe (the editor serves from several threads)."""
+    ``torch.no_grad()`` or ``torch.inference_mode()``. Thread-safe (the editor serves from several
+    threads)."""
 
     def __init__(self, model: SemanticDrivenUNet, shapes_kept: int = 2) -> None:
         self.model = model
