@@ -12,9 +12,9 @@ Conventions used everywhere in semcolor:
 - numpy functions take channel-last arrays ``(..., 3)``; torch functions take the channel dimension as
   ``dim`` (default -3, i.e. ``(N, 3, H, W)``).
 
-8-bit Lab codec (``encode_lab8`` / ``decode_lab8``), the pixel format of the ``.lab.png`` shard files:
-code_L = L * 255 / 100, code_a = a + 128, code_b = b + 128, rounded half to even (``numpy.rint``) and
-clipped to [0, 255]. Decoding is the exact inverse of the scaling (no rounding).
+8-bit Lab codec (``encode_lab8`` / ``decode_lab8``), the pixel format of the shards' ``.lab.npy`` planes
+(and of format 1's ``.lab.png``): code_L = L * 255 / 100, code_a = a + 128, code_b = b + 128, rounded half
+to even (``numpy.rint``) and clipped to [0, 255]. Decoding is the exact inverse of the scaling (no rounding).
 """
 
 from __future__ import annotations
