@@ -245,9 +245,17 @@ class Colorizer:
     class_names: tuple[str, ...] = ()
     device: str = "cpu"
     working_size: int | None = None  # the long side the model sees; None: the family's default
+    # U-Net (sdc) on the CPU through semcolor.models.sdc.FastUNetInference (oneDNN, prepacked weights,
+    # fused activations; equal to the eager model within 1e-5); False: the eager model
+    fast_inference: bool = True
 
     def __post_init__(self) -> None:
         self.family = _family(self.model)
+        self._unet_forward = self.model
+        if self.family == "sdc" and self.fast_inference:
+            from semcolor.models.sdc import FastUNetInference
+
+            self._unet_forward = FastUNetInference(self.model)
         if self.family == "segmenter":
             raise ValueError(f"{self.model_name} is a segmentation model; "
                              "pass a colorization model (sdc, psc_*)")
@@ -377,7 +385,10 @@ class Colorizer:
             else:
                 seg = self._check_map(semantic_map, shape, full_shape)
             seg_t = torch.from_numpy(seg.astype(np.int64))[None].to(self.device)
-            ab_list = [self.model(L_in, seg_t) if self.family == "sdc" else self.model.colorize(L_in, seg_t)]
+            if self.family == "sdc":
+                ab_list = [self._unet_forward(L_in, seg_t)]
+            else:
+                ab_list = [self.model.colorize(L_in, seg_t)]
         elif self.family == "psc" and not fast:
             seg = self.predict_map(lightness)
             # one draw per seed, so sample i is the same whether k = 1 or k > 1 were asked for
@@ -385,6 +396,9 @@ class Colorizer:
                 self.model.sample(L_in, k=1, temperature=temperature, seed=seed + i, progress=progress)[:, 0]
                 for i in range(samples)
             ]
+        elif self.family == "sdc":  # no semantic stream; L_in is already a multiple of 32 on both sides
+            seg = None
+            ab_list = [self._unet_forward(L_in, None)]
         else:
             seg = self.predict_map(lightness)
             ab_list = [predict_ab(self.model, L_in)]
