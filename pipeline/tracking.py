@@ -203,7 +203,7 @@ def log_dataset(dataset: DatasetRef) -> None:
     digest = file_sha256(dataset.manifest)
     if not digest:
         return
-    schema = Schema([ColSpec(DataType.string, "__key__"), ColSpec(DataType.binary, "lab.png"),
+    schema = Schema([ColSpec(DataType.string, "__key__"), ColSpec(DataType.binary, "lab.npy"),
                      ColSpec(DataType.binary, "seg.png"), ColSpec(DataType.string, "json")])
     # a local directory ("local" source type), named explicitly: resolving a path matches two source kinds
     source = get_dataset_source_from_json(json.dumps({"uri": str(Path(dataset.shard_dir).resolve())}), "local")

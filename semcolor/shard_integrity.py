@@ -224,6 +224,12 @@ def _decode_problem(suffix: str, data: bytes) -> str | None:
     try:
         if suffix.endswith("json"):
             json.loads(data.decode("utf-8"))
+        elif suffix.endswith("npy"):
+            # a raw array has no checksum of its own: only a damaged header or a wrong size is found here
+            # (a flipped value byte is found by the shard's sha256 alone)
+            from semcolor.shards import decode_lab_member
+
+            decode_lab_member({"lab.npy": data} if suffix == "lab.npy" else {suffix: data})
         elif suffix.endswith(("png", "jpg", "jpeg")):
             with Image.open(io.BytesIO(data)) as image:
                 image.load()

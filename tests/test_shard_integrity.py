@@ -83,7 +83,7 @@ def test_a_shard_cut_at_a_sample_boundary(shards):
     assert "\n" not in message
 
 
-@pytest.mark.parametrize("member_index, member_name", [(1, "lab.png"), (3 * 4 + 2, "seg.png")])
+@pytest.mark.parametrize("member_index, member_name", [(3 * 4 + 2, "seg.png")])
 def test_a_flipped_byte_in_a_png_names_the_sample(shards, member_index, member_name):
     shard = first_shard(shards)
     info = members(shard)[member_index]
@@ -95,6 +95,25 @@ def test_a_flipped_byte_in_a_png_names_the_sample(shards, member_index, member_n
     message = str(caught.value)
     assert str(shard) in message and f"sample {key!r} ({member_name}" in message, message
     assert "sha256" in message
+
+
+def test_a_damaged_npy_header_names_the_sample(shards):
+    shard = first_shard(shards)
+    info = members(shard)[1]
+    assert info.name.endswith("lab.npy")
+    flip_byte(shard, info.offset_data + 2)  # inside the magic string: no longer a .npy
+    with pytest.raises(ShardIntegrityError) as caught:
+        verify_split(shards, "train")
+    key = info.name.partition(".")[0]
+    assert f"sample {key!r} (lab.npy" in str(caught.value), str(caught.value)
+
+
+def test_a_flipped_value_byte_in_an_npy_is_found_by_the_sha256(shards):
+    shard = first_shard(shards)
+    info = members(shard)[1]
+    flip_byte(shard, info.offset_data + info.size - 5)  # a Lab code: still a valid array
+    with pytest.raises(ShardIntegrityError, match="no sample is damaged"):
+        verify_split(shards, "train")
 
 
 def test_a_flipped_byte_in_a_json_member(shards):
