@@ -119,9 +119,9 @@ def main() -> int:
             print(f"recipe {name}: shards {figures[f'shards_sps_{name}']:.1f} samples/s, per-file "
                   f"{figures[f'baseline_sps_{name}']:.1f} samples/s, ratio {figures[f'ratio_{name}']:.2f}", flush=True)
     demo = {
-        "psc_full": ({"num_classes": 9, "width": 0.0625, "generator_layers": 4, "generator_channels": 32}, 64, 16),
-        "sdc": ({"num_classes": 9, "width": 0.125}, 96, 8),
-        "gridnet": ({"num_classes": 9, "width": 0.25}, 64, 8),
+        "psc_full": ({"num_classes": 12, "width": 0.0625, "generator_layers": 4, "generator_channels": 32}, 64, 16),
+        "sdc": ({"num_classes": 12, "width": 0.125}, 96, 8),
+        "gridnet": ({"num_classes": 12, "width": 0.25}, 64, 8),
     }
     for name, (config, crop, batch) in demo.items():
         figures[f"train_sps_{name}"] = train_step_rate(name, config, crop, batch)
