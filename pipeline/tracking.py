@@ -71,8 +71,10 @@ def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 
 @contextmanager
 def stage_run(stage: str, config: Mapping[str, Any], *, manifest: str | Path | None = None,
-              tags: Mapping[str, str] | None = None, enabled: bool = True) -> Iterator[Any]:
-    """An MLflow run for one DVC stage (no-op yielding None when ``enabled`` is False, e.g. rank > 0)."""
+              tags: Mapping[str, str] | None = None, enabled: bool = True,
+              log_system_metrics: bool = True) -> Iterator[Any]:
+    """An MLflow run for one DVC stage (no-op yielding None when ``enabled`` is False, e.g. rank > 0).
+    ``log_system_metrics=False`` for short runs that only record figures (each monitor start/stop prints)."""
     if not enabled:
         yield None
         return
@@ -85,7 +87,7 @@ def stage_run(stage: str, config: Mapping[str, Any], *, manifest: str | Path | N
         "semcolor.manifest_sha256": file_sha256(manifest) if manifest else "",
         **(tags or {}),
     }
-    with mlflow.start_run(run_name=stage, tags=run_tags, log_system_metrics=True) as run:
+    with mlflow.start_run(run_name=stage, tags=run_tags, log_system_metrics=log_system_metrics) as run:
         params = flatten(config)
         for start in range(0, len(params), 90):  # log_params accepts at most 100 per call
             mlflow.log_params(dict(list(params.items())[start : start + 90]))

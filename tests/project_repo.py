@@ -34,7 +34,8 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Files and trees a pipeline run needs (dvc.yaml hashes pipeline/ and semcolor/ as deps). Missing optional
 # entries (data/checksums before any real download) are skipped.
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore",
+                 "metrics/seeds/README.md")  # the claims stage depends on metrics/seeds
 PROJECT_TREES = ("pipeline", "semcolor", "data/checksums")
 _SKIPPED_IN_TREES = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache")
 

@@ -111,6 +111,7 @@ from tqdm import tqdm
 
 from semcolor.color import lab_to_srgb, srgb_to_lab
 from semcolor.config import config_to_dict
+from semcolor.metrics import Palette
 from semcolor.sources._labels import encode_palette_png, missing_tree_error, voc_colormap
 from semcolor.sources.base import IGNORE_INDEX, Archive, Item, Sample, SampleError
 from semcolor.sources.voc2012 import Voc2012
@@ -455,6 +456,23 @@ def class_modes(spec: Mapping[str, Any]) -> dict[int, np.ndarray]:
         int(entry["id"]): np.array([[mode["a"], mode["b"]] for mode in entry["chroma_modes"]], np.float64)
         for entry in spec["classes"]
     }
+
+
+def palette_of(spec: Mapping[str, Any]) -> Palette:
+    """The world's ``semcolor.metrics.Palette`` (every class's modes with their probabilities) from a spec."""
+    classes = spec["classes"]
+    return Palette.from_class_modes(
+        class_modes(spec),
+        {int(c["id"]): [float(m["p"]) for m in c["chroma_modes"]] for c in classes},
+        num_classes=len(classes),
+    )
+
+
+def gray_alike_pairs_of(spec: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """The spec's gray-alike twin pairs as class ids, e.g. [(1, 9), (2, 10), (4, 11)]; [] for a spec
+    without twins (world version 1)."""
+    ids = {c["name"]: int(c["id"]) for c in spec["classes"]}
+    return [tuple(ids[name] for name in pair["classes"]) for pair in spec.get("gray_alike_pairs", [])]
 
 
 # ----------------------------------------------------------------------------------------------
