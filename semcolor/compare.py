@@ -51,10 +51,11 @@ DEFAULT_KEY_PARAMS = (
 )
 MAX_VARYING_PARAMS = 8
 # metric name fragments for which smaller is better (errors, distances, losses; delta_colorfulness is an
-# absolute difference; ms_ssim_between_samples is 1 for identical samples, lower is more diverse); all
-# others (psnr, ssim, auc_ab, miou, semantic_color_accuracy, mode_coverage ...): larger is better
+# absolute difference; ms_ssim_between_samples is 1 for identical samples, lower is more diverse; mode_tv is
+# a distance to the true mode frequencies; twin_confusion a share of wrong twins); all others (psnr, ssim,
+# auc_ab, miou, palette_accuracy ...): larger is better
 LOWER_IS_BETTER = ("loss", "error", "ciede", "delta_", "mse", "mae", "fid", "lpips", "nll", "bpd",
-                   "between_samples")
+                   "between_samples", "_tv", "twin_confusion")
 FORMATS = ("table", "markdown", "csv")
 STAGE_SEPARATORS = ("/", "_", "@")  # evaluate/<model>, train_<family>@<variant>
 LABEL_HEIGHT = 12  # pixels of the column-label band above the grid's tiles

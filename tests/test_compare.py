@@ -222,7 +222,8 @@ def test_stage_groups() -> None:
 
 
 def test_direction_of_metrics() -> None:
-    assert higher_is_better("psnr") and higher_is_better("semantic_color_accuracy")
+    assert higher_is_better("psnr") and higher_is_better("palette_accuracy")
+    assert not higher_is_better("mode_tv") and not higher_is_better("seg_twin_confusion")
     assert higher_is_better("auc_ab") and higher_is_better("colorfulness")
     assert not higher_is_better("final_loss") and not higher_is_better("ciede2000")
     assert not higher_is_better("fid") and not higher_is_better("delta_colorfulness")
