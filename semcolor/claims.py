@@ -341,33 +341,41 @@ def evaluate_claims(records: Sequence[Mapping[str, Any]], seeds: Sequence[int]) 
     return {letter: rule(wrapped) for letter, rule in CLAIMS.items()}
 
 
-HEADLINE_FIGURES = (
-    "models.psc_plain.palette_accuracy", "models.psc_full.palette_accuracy", "models.psc_full.fast_palette_accuracy",
-    "models.psc_full.psnr", "models.psc_full.fast_psnr", "models.psc_full.colorfulness",
-    "models.psc_full.ms_ssim_between_samples", "models.psc_full.seg_miou",
-    "models.sdc_paper.palette_accuracy", "models.sdc_paper.psnr", "models.sdc_paper.gt_map_palette_accuracy",
-    "models.sdc_paper.steer_after", "models.cls_semantic_gan.palette_accuracy", "models.cls_semantic_gan.psnr",
-    "models.gridnet_gray.seg_miou", "models.gridnet_gray.seg_twin_confusion",
-    "baselines.constant_color.palette_accuracy", "baselines.constant_color.psnr",
-    "baselines.majority_class.seg_miou", "baselines.real.colorfulness",
-)
+VERDICT_WORDS = {True: "holds", False: "fails", None: "untestable"}  # `dvc metrics show` drops nulls
+# headline key (short: `dvc metrics show` makes one column per key) -> the figure in the records
+HEADLINE_FIGURES = {
+    "palette.psc_full": "models.psc_full.palette_accuracy",
+    "palette.psc_full_fast": "models.psc_full.fast_palette_accuracy",
+    "palette.sdc_paper": "models.sdc_paper.palette_accuracy",
+    "palette.sdc_true_map": "models.sdc_paper.gt_map_palette_accuracy",
+    "palette.cls_gan": "models.cls_semantic_gan.palette_accuracy",
+    "palette.constant": "baselines.constant_color.palette_accuracy",
+    "psnr.psc_full": "models.psc_full.psnr",
+    "psnr.psc_full_fast": "models.psc_full.fast_psnr",
+    "psnr.sdc_paper": "models.sdc_paper.psnr",
+    "psnr.constant": "baselines.constant_color.psnr",
+    "miou.gridnet": "models.gridnet_gray.seg_miou",
+    "miou.psc_full": "models.psc_full.seg_miou",
+    "miou.majority": "baselines.majority_class.seg_miou",
+    "colorfulness.psc_full": "models.psc_full.colorfulness",
+    "colorfulness.real": "baselines.real.colorfulness",
+    "ms_ssim.psc_full": "models.psc_full.ms_ssim_between_samples",
+    "steer.sdc_paper": "models.sdc_paper.steer_after",
+}
 
 
 def headline(records: Sequence[Mapping[str, Any]], seeds: Sequence[int], verdicts: Mapping[str, Mapping[str, Any]]
              ) -> dict[str, Any]:
-    """The small file `dvc metrics show` prints (about 25 numbers): each claim's verdict, the seed count
-    and the seed means of ``HEADLINE_FIGURES`` (nested as in the records; absent figures are left out)."""
+    """The small file `dvc metrics show` prints (about 25 values): each claim's verdict as a word
+    (``VERDICT_WORDS``), the seed count and the seed means of ``HEADLINE_FIGURES`` (absent ones left out)."""
     wrapped = Records(records, seeds)
     out: dict[str, Any] = {"seeds": len(wrapped.seeds),
-                           "claims": {letter: verdict["holds"] for letter, verdict in verdicts.items()}}
-    for path in HEADLINE_FIGURES:
+                           "claims": {letter: VERDICT_WORDS[verdict["holds"]] for letter, verdict in verdicts.items()}}
+    for key, path in HEADLINE_FIGURES.items():
         try:
             mean = wrapped.figure(path).mean
         except _Missing:
             continue
-        *parents, leaf = path.split(".")[1:] if path.startswith("models.") else path.split(".")
-        node = out
-        for part in parents:
-            node = node.setdefault(part, {})
-        node[leaf] = round(mean, 5)
+        group, name = key.split(".")
+        out.setdefault(group, {})[name] = round(mean, 4)
     return out

@@ -148,9 +148,12 @@ def test_headline_is_small_and_nested():
     records = three_seeds()
     verdicts = evaluate_claims(records, [0, 1, 2])
     small = headline(records, [0, 1, 2], verdicts)
-    assert small["seeds"] == 3 and small["claims"] == {k: True for k in "abcdef"}
-    assert small["psc_full"]["palette_accuracy"] == pytest.approx(0.62)
-    assert small["baselines"]["constant_color"]["palette_accuracy"] == pytest.approx(0.25)
+    assert small["seeds"] == 3 and small["claims"] == {k: "holds" for k in "abcdef"}
+    assert small["palette"]["psc_full"] == pytest.approx(0.62)
+    assert small["palette"]["constant"] == pytest.approx(0.25)
+    broken = headline([record(**{"models/psc_seg_only/seg_miou": 0.01})], [0],
+                      evaluate_claims([record(**{"models/psc_seg_only/seg_miou": 0.01})], [0]))
+    assert broken["claims"]["b"] == "untestable"  # a word, not null: `dvc metrics show` drops nulls
 
     def numbers(node):
         return sum(numbers(v) if isinstance(v, dict) else 1 for v in node.values())

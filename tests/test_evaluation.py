@@ -184,6 +184,7 @@ def test_evaluate_and_claims_stages_end_to_end_on_tiny_random_models(tmp_path, m
         assert verdicts[letter]["holds"] is not True, (letter, verdicts[letter]["reason"])
     small = json.loads((tmp_path / "metrics" / "headline.json").read_text())
     assert small["seeds"] == 1 and set(small["claims"]) == set("abcdef")
+    assert set(small["claims"].values()) <= {"fails", "untestable", "holds"}
 
     from pipeline.stages import report
     os.makedirs(tmp_path / "metrics" / "train", exist_ok=True)
