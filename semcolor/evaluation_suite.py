@@ -34,7 +34,7 @@ from tqdm import tqdm
 from semcolor import baselines as bl
 from semcolor import evaluation as ev
 from semcolor import metrics
-from semcolor.inference import predict_ab, sample_ab, segment_logits
+from semcolor.inference import SAMPLE_GROUP, predict_ab, sample_ab, segment_logits
 
 SWEEP_TEMPERATURE_KEY = "temperature_{:g}"
 
@@ -243,9 +243,10 @@ def evaluate_models(
 
 
 def _draw(model: nn.Module, data: ev.EvalSet, k: int, temperature: float, seed: int, batch_size: int) -> torch.Tensor:
-    """k draws per image (N, k, 2, S, S), image i of ``data`` seeded by ``seed + i``; chunks of
-    ``batch_size // k`` images (the seeds, not the chunks, decide the noise)."""
-    chunk = max(1, batch_size // k)
+    """k draws per image (N, k, 2, S, S), image i of ``data`` seeded by ``seed + i``. Chunks are whole
+    multiples of ``inference.SAMPLE_GROUP`` images starting at multiples of it, so even a model without
+    per-image seeds (drawn in such groups) gets the same noise for image i whatever ``batch_size`` is."""
+    chunk = max(SAMPLE_GROUP, (batch_size // k) // SAMPLE_GROUP * SAMPLE_GROUP)
     draws = []
     for start in range(0, len(data), chunk):
         L = data.L[start : start + chunk]

@@ -195,3 +195,24 @@ def test_evaluate_and_claims_stages_end_to_end_on_tiny_random_models(tmp_path, m
 
 
 from tests.mlflow_store import migrated_mlflow_db, mlflow_store  # noqa: E402, F401  (fixtures)
+
+
+def test_sampling_noise_is_per_image_and_independent_of_the_batch_size():
+    """26 copies of one gray image through the suite's sampler: image i's draws are the same for batch
+    sizes 8 and 104 (the seeds decide, not the chunks), and no two images share their noise (images 0,
+    12 and 24 of the old evaluate stage did)."""
+    from semcolor.evaluation_suite import _draw
+    from semcolor.models import create_model
+
+    torch.manual_seed(0)
+    model = create_model("psc_full", num_classes=len(CLASS_NAMES), width=0.03125, generator_layers=1,
+                         generator_channels=8, num_mixtures=2)
+    one = world_set(count=1, size=64)
+    data = ev.EvalSet(one.L.repeat(26, 1, 1, 1), one.ab.repeat(26, 1, 1, 1), one.seg.repeat(26, 1, 1),
+                      [f"copy_{i}" for i in range(26)])
+    small, large = _draw(model, data, 2, 1.0, 5, 8), _draw(model, data, 2, 1.0, 5, 104)
+    assert small.shape == (26, 2, 2, 64, 64) and torch.equal(small, large)
+    flat = small[:, 0].flatten(1)
+    for i in range(26):
+        for j in range(i + 1, 26):
+            assert not torch.equal(flat[i], flat[j]), (i, j)
