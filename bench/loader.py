@@ -58,9 +58,9 @@ from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archi
 
 RECIPES = {"128": (128, 64, 16), "352": (352, 352, 4)}  # shard size, crop, batch
 DEMO = {
-    "psc_full": ({"num_classes": 9, "width": 0.0625, "generator_layers": 4, "generator_channels": 32}, 64, 16),
-    "sdc": ({"num_classes": 9, "width": 0.125}, 96, 8),
-    "gridnet": ({"num_classes": 9, "width": 0.25}, 64, 8),
+    "psc_full": ({"num_classes": 12, "width": 0.0625, "generator_layers": 4, "generator_channels": 32}, 64, 16),
+    "sdc": ({"num_classes": 12, "width": 0.125}, 96, 8),
+    "gridnet": ({"num_classes": 12, "width": 0.25}, 64, 8),
 }
 # the paper setups of configs/paper/*.yaml: model config, crop, classes, and which shards feed it
 PAPER = {

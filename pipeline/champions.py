@@ -6,7 +6,7 @@ For each model in ``metrics/evaluate.json`` whose training summary (``metrics/tr
 version it registered, the version is the challenger and is compared with the model's champion by the
 retrain flow's own functions (``pipeline.flows.retrain.read_challenger`` and ``promote_if_better``: champion
 when there is none yet, or when better by more than ``--margin``), on the model's headline metric:
-``semantic_color_accuracy`` for colorizers, ``seg_miou`` for segmenters. So right after ``make demo``,
+``palette_accuracy`` for colorizers, ``seg_miou`` for segmenters. So right after ``make demo``,
 ``models:/semcolor-sdc-paper@champion`` (and every other ``models:/semcolor-<family>-<variant>@champion``)
 resolves. The headline metrics are also recorded on each version as tags ``semcolor.metric.<name>``.
 
@@ -28,7 +28,7 @@ from pipeline.flows.retrain import (
 
 SEGMENTATION_METRIC = "seg_miou"
 # recorded on each registered version beside the promotion metric, when the model has them
-HEADLINE_METRICS = ("semantic_color_accuracy", "psnr", "ssim", "ciede2000", "seg_miou", "seg_pixel_accuracy")
+HEADLINE_METRICS = ("palette_accuracy", "psnr", "ssim", "ciede2000", "seg_miou", "seg_pixel_accuracy")
 
 
 def promotion_metric(figures: dict[str, Any]) -> str | None:

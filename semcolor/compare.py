@@ -54,14 +54,15 @@ DEFAULT_KEY_PARAMS = (
 )
 MAX_PARAMS = 4  # default param columns at most: the differing key params first
 # the metric columns by default (``--columns all``: every metric): what each stage is judged by
-HEADLINE_METRICS = ("semantic_color_accuracy", "psnr", "ciede2000", "seg_miou", "final_loss",
+HEADLINE_METRICS = ("palette_accuracy", "psnr", "ciede2000", "seg_miou", "final_loss",
                     "samples_per_second")
 ALL = "all"
 # metric name fragments for which smaller is better (errors, distances, losses; delta_colorfulness is an
-# absolute difference; ms_ssim_between_samples is 1 for identical samples, lower is more diverse); all
-# others (psnr, ssim, auc_ab, miou, semantic_color_accuracy, mode_coverage ...): larger is better
+# absolute difference; ms_ssim_between_samples is 1 for identical samples, lower is more diverse; mode_tv is
+# a distance to the true mode frequencies; twin_confusion a share of wrong twins); all others (psnr, ssim,
+# auc_ab, miou, palette_accuracy ...): larger is better
 LOWER_IS_BETTER = ("loss", "error", "ciede", "delta_", "mse", "mae", "fid", "lpips", "nll", "bpd",
-                   "between_samples")
+                   "between_samples", "_tv", "twin_confusion")
 FORMATS = ("table", "markdown", "csv")
 STAGE_SEPARATORS = ("/", "_", "@")  # evaluate/<model>, train_<family>@<variant>
 LABEL_HEIGHT = 18  # pixels of the column-label band above the grid's tiles

@@ -125,6 +125,71 @@ def predict_ab(
                      "pass a colorization model")
 
 
+SAMPLE_GROUP = 12  # images per sampling call when the model's sample() takes no per-image seeds
+
+
+@torch.no_grad()
+def sample_ab(
+    model: nn.Module,
+    L_unit: torch.Tensor,
+    seeds: Sequence[int],
+    k: int = 1,
+    temperature: float = 1.0,
+    progress: bool = False,
+) -> torch.Tensor:
+    """k PixelCNN draws per image (``psc_*``), at the input's size: ab_unit (N, k, 2, H, W), ``ab / 128``.
+
+    L_unit: (N, 1, H, W) in [-1, 1]; it is resized to the PixelCNN's working shape (multiples of 4, as
+    ``predict_ab``) and the quarter-resolution draws are upsampled bilinearly. seeds: one int per image;
+    image n's noise comes from ``seeds[n]`` alone when the model's ``sample`` takes per-image seeds, so an
+    image's samples do not depend on the batch it is drawn in. Models whose ``sample`` takes only one seed
+    are drawn in fixed groups of ``SAMPLE_GROUP`` images, each group seeded with its first image's seed (a
+    fixed function of the image's index, not of any batch size; distinct streams for every image)."""
+    import inspect
+
+    if _family(model) != "psc":
+        raise ValueError(f"{type(model).__name__} does not sample: only PixelCNN models (psc_*) draw colorizations")
+    if len(seeds) != L_unit.shape[0]:
+        raise ValueError(f"seeds must hold one seed per image ({L_unit.shape[0]}), got {len(seeds)}")
+    model.eval()
+    height, width = L_unit.shape[-2:]
+    size = tuple(max(4 * PSC_MULTIPLE, _round_to(s, PSC_MULTIPLE)) for s in (height, width))
+    L_in = resize_gray(L_unit, size)
+    if "seeds" in inspect.signature(model.sample).parameters:
+        draws = model.sample(L_in, k=k, temperature=temperature, seeds=list(seeds), progress=progress)
+    else:
+        draws = torch.cat([
+            model.sample(L_in[start : start + SAMPLE_GROUP], k=k, temperature=temperature, seed=int(seeds[start]),
+                         progress=progress)
+            for start in range(0, L_in.shape[0], SAMPLE_GROUP)
+        ])
+    return _upsample_ab(draws, (height, width))
+
+
+@torch.no_grad()
+def segment_logits(model: nn.Module, L_unit: torch.Tensor, ab_unit: torch.Tensor | None = None) -> torch.Tensor:
+    """Class logits (N, C, H, W) at the input's size from a segmenter: a GridNet (gray, or ``lab`` with
+    ``ab_unit`` (N, 2, H, W) as its colour input; reflect-padded to its size multiple and cropped) or a
+    PixelCNN's segmentation branch (``psc_embed``/``psc_full``, upsampled bilinearly)."""
+    family = _family(model)
+    model.eval()
+    height, width = L_unit.shape[-2:]
+    if family == "segmenter":
+        x = L_unit if model.config.input_mode == "gray" else torch.cat(
+            [L_unit, torch.zeros_like(L_unit).repeat(1, 2, 1, 1) if ab_unit is None else ab_unit], dim=1)
+        multiple = 32
+        pad_h, pad_w = (-height) % multiple, (-width) % multiple
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
+        return model(padded)[..., :height, :width]
+    if family == "psc":
+        size = tuple(max(4 * PSC_MULTIPLE, _round_to(s, PSC_MULTIPLE)) for s in (height, width))
+        logits = model.segment(resize_gray(L_unit, size), full_resolution=True)
+        return logits if tuple(size) == (height, width) else F.interpolate(
+            logits, size=(height, width), mode="bilinear", align_corners=False)
+    raise ValueError(f"{type(model).__name__} has no segmentation output this version reads")
+
+
 def _round_to(value: float, multiple: int) -> int:
     return max(multiple, int(round(value / multiple)) * multiple)
 

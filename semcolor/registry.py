@@ -204,7 +204,7 @@ def best_champion(family: str, metric: str, client: Any | None = None,
     """``models:/<name>@champion`` of the family's registered model (``semcolor-<family>-*``) whose champion
     scored best on ``metric`` (its version tag ``semcolor.metric.<metric>``, set when it was promoted); None
     when no model of the family has a champion with that tag. E.g. ``best_champion("sdc",
-    "semantic_color_accuracy")`` -> ``models:/semcolor-sdc-paper@champion``."""
+    "palette_accuracy")`` -> ``models:/semcolor-sdc-paper@champion``."""
     client = _client(client)
     prefix = registered_name(family) + "-"
     scored: list[tuple[float, str]] = []

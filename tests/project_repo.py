@@ -35,7 +35,7 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 # Files and trees a pipeline run needs (dvc.yaml hashes pipeline/ and semcolor/ as deps). Missing optional
 # entries (data/checksums before any real download) are skipped.
 PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvc/plots/offline.html",
-                 ".dvcignore", ".gitignore")
+                 ".dvcignore", ".gitignore", "metrics/seeds/README.md")  # the claims stage depends on metrics/seeds
 PROJECT_TREES = ("pipeline", "semcolor", "configs", "data/checksums")
 _SKIPPED_IN_TREES = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache")
 
@@ -58,7 +58,8 @@ TINY_PIPELINE = {
     "train_sdc": {"loader": {**LOADER_TINY, "crop": 64}, "train": TRAIN_TINY, "model": {"width": 0.0625}},
     "train_cls": {"loader": {**LOADER_TINY, "crop": 64}, "train": TRAIN_TINY,
                   "model": {"width": 0.0625, "discriminator_width": 0.0625}},
-    "evaluate": {"max_images": 8, "sample_images": 2, "samples": 2, "batch_size": 8, "grid_images": 2},
+    "evaluate": {"max_images": 8, "sample_images": 2, "samples": 2, "batch_size": 8, "grid_images": 2,
+                 "sweep_images": 2, "sweep_temperatures": [1.0, 0.6], "jitter": {"levels": [0.0, 1.0]}},
 }
 
 GIT_IDENTITY = {

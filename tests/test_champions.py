@@ -41,31 +41,31 @@ def test_every_evaluated_model_gets_a_champion_by_the_retrain_rule(tmp_path, mig
                                                   {**PSC_CONFIG, "variant": "embed"})}
         assert first["psc_seg_only"].registered_name == "semcolor-psc-seg-only"
         write_records(repo, first, {
-            "psc_plain": {"semantic_color_accuracy": 0.4, "psnr": 20.0},
+            "psc_plain": {"palette_accuracy": 0.4, "psnr": 20.0},
             "psc_seg_only": {"seg_miou": 0.3, "seg_pixel_accuracy": 0.6},
             "table3_color_segmenter": {"miou_gray": 0.1}})  # no training summary: not a model
         capsys.readouterr()
         assert champions.main(["--repo-dir", str(repo)]) == 0
         lines = capsys.readouterr().out.splitlines()
         assert lines == [
-            "semcolor-psc-plain v1: champion (semantic_color_accuracy 0.4; no champion yet)",
+            "semcolor-psc-plain v1: champion (palette_accuracy 0.4; no champion yet)",
             "semcolor-psc-seg-only v1: champion (seg_miou 0.3; no champion yet)"]
         client = MlflowClient(uri)
         assert registry.check_model_uri("models:/semcolor-psc-plain@champion") is None
         tags = client.get_model_version("semcolor-psc-plain", "1").tags
-        assert tags["semcolor.metric.semantic_color_accuracy"] == "0.4" and tags["semcolor.metric.psnr"] == "20.0"
+        assert tags["semcolor.metric.palette_accuracy"] == "0.4" and tags["semcolor.metric.psnr"] == "20.0"
         assert client.get_model_version("semcolor-psc-seg-only", "1").tags["semcolor.metric.seg_miou"] == "0.3"
 
         # a second pipeline run: a worse psc_plain keeps the champion, a better one would move it
         second = {"psc_plain": log_training_run(repo, "psc", "plain", "synthetic", "psc_plain", PSC_CONFIG,
                                                 seed=1)}
-        write_records(repo, second, {"psc_plain": {"semantic_color_accuracy": 0.35}})
+        write_records(repo, second, {"psc_plain": {"palette_accuracy": 0.35}})
         decisions = champions.promote_evaluated(repo)
         decision = decisions["semcolor-psc-plain"]
         assert (decision.challenger_version, decision.promote, decision.champion_version) == ("2", False, "1")
         assert str(registry.get_by_alias("semcolor-psc-plain", registry.CHAMPION, client).version) == "1"
         assert str(registry.get_by_alias("semcolor-psc-plain", registry.CHALLENGER, client).version) == "2"
-        assert registry.best_champion("psc", "semantic_color_accuracy", client) == \
+        assert registry.best_champion("psc", "palette_accuracy", client) == \
             "models:/semcolor-psc-plain@champion"
 
 

@@ -222,7 +222,8 @@ def test_stage_groups() -> None:
 
 
 def test_direction_of_metrics() -> None:
-    assert higher_is_better("psnr") and higher_is_better("semantic_color_accuracy")
+    assert higher_is_better("psnr") and higher_is_better("palette_accuracy")
+    assert not higher_is_better("mode_tv") and not higher_is_better("seg_twin_confusion")
     assert higher_is_better("auc_ab") and higher_is_better("colorfulness")
     assert not higher_is_better("final_loss") and not higher_is_better("ciede2000")
     assert not higher_is_better("fid") and not higher_is_better("delta_colorfulness")
@@ -264,12 +265,12 @@ def test_key_params_are_defaults_present_and_differing_ones() -> None:
 
 def test_default_metric_columns_are_the_headline_ones() -> None:
     runs = [RunSummary("a", "e", "evaluate/psc_full", "psc", "full", "d",
-                       metrics={"psnr": 20.0, "ssim": 0.8, "semantic_color_accuracy": 0.5, "auc_ab": 0.9}),
+                       metrics={"psnr": 20.0, "ssim": 0.8, "palette_accuracy": 0.5, "auc_ab": 0.9}),
             RunSummary("b", "e", "evaluate/gridnet_gray", "gridnet", "gray", "d", metrics={"seg_miou": 0.4})]
-    assert compare.metric_columns(runs) == ["semantic_color_accuracy", "psnr", "seg_miou"]
-    assert compare.metric_columns(runs, sort_metric="ssim") == ["ssim", "semantic_color_accuracy", "psnr",
+    assert compare.metric_columns(runs) == ["palette_accuracy", "psnr", "seg_miou"]
+    assert compare.metric_columns(runs, sort_metric="ssim") == ["ssim", "palette_accuracy", "psnr",
                                                                 "seg_miou"]
-    assert compare.metric_columns(runs, ["all"]) == ["auc_ab", "psnr", "seg_miou", "semantic_color_accuracy",
+    assert compare.metric_columns(runs, ["all"]) == ["auc_ab", "psnr", "seg_miou", "palette_accuracy",
                                                      "ssim"]
 
 

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(400)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "semcolor-toy-base"
-METRIC = "semantic_color_accuracy"
+METRIC = "palette_accuracy"
 CRON = "15 4 * * 1"
 DEPLOYMENT = "test-weekly-retrain"
 
@@ -49,13 +49,13 @@ os.makedirs("metrics", exist_ok=True)
 with open("models/toy.txt", "w") as f:
     f.write(f"quality={quality}\\n")
 with open("metrics/evaluate.json", "w") as f:
-    json.dump({"models": {"toy_base": {"semantic_color_accuracy": quality, "psnr": 20.0}}}, f)
+    json.dump({"models": {"toy_base": {"palette_accuracy": quality, "psnr": 20.0}}}, f)
 import mlflow
 from mlflow import MlflowClient
 mlflow.set_experiment("semcolor")
 tags = {"semcolor.family": "toy", "semcolor.variant": "base", "semcolor.stage": "evaluate"}
 with mlflow.start_run(run_name="train_evaluate", tags=tags) as run:
-    mlflow.log_metric("semantic_color_accuracy", quality)
+    mlflow.log_metric("palette_accuracy", quality)
     mlflow.log_artifact("models/toy.txt", "model")
 client = MlflowClient()
 if not client.search_registered_models(filter_string="name = 'semcolor-toy-base'"):
@@ -346,7 +346,7 @@ def test_missing_metric_fails_in_evaluate_and_names_the_file(prefect_api: str, s
     assert state.is_failed()
     message = str(state.result(raise_on_failure=False))
     assert "metrics/evaluate.json has no models.toy_base.colorfulness" in message
-    assert "'toy_base': ['psnr', 'semantic_color_accuracy']" in message
+    assert "'toy_base': ['psnr', 'palette_accuracy']" in message
     assert alias_version(store, "champion") is None
 
 

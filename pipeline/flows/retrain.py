@@ -54,7 +54,7 @@ from prefect.cache_policies import NO_CACHE
 from semcolor.registry import METRIC_TAG_PREFIX
 
 DEFAULT_MODEL = "semcolor-sdc-paper"
-DEFAULT_METRIC = "semantic_color_accuracy"
+DEFAULT_METRIC = "palette_accuracy"
 DEFAULT_CRON = "0 3 * * 0"  # Sundays 03:00 (the server's timezone, UTC unless configured)
 DEPLOYMENT_NAME = "weekly-retrain"
 METRICS_FILE = "metrics/evaluate.json"

@@ -2,10 +2,16 @@
 
     python -m pipeline.stages.train psc plain        # train_psc@plain
     python -m pipeline.stages.train sdc no_in        # train_sdc@no_in
+    python -m pipeline.stages.train psc plain --seed 1   # train_psc_seed@1-plain (make claims)
 
 The params section `train_<family>` holds the data, loader, train and model settings shared by the
 family's variants, and `variants.<variant>` names the registered model and its config overrides.
 Started by torchrun, it trains with DDP; rank 0 alone tracks and writes outputs.
+
+``--seed S`` (the extra training seeds of `make claims`): train.seed and loader.seed become S (weights
+init, dropout, crops, flips, shuffling), every output goes under a ``seeds/S/`` folder (models/seeds/S/,
+metrics/train/seeds/S/, plots/train/seeds/S/), a U-Net bundles its seed's GridNet, and nothing is
+registered in MLflow (the run is tagged ``semcolor.seed``), so the registry only holds the default models.
 
 Resuming: progress checkpoints live in models/.partial/ (not a DVC output, so DVC does not delete them
 when the stage restarts). A restarted stage resumes only if the stored model name, model config, train
@@ -15,6 +21,7 @@ config and data manifest hash equal the current ones; otherwise it starts fresh.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from dataclasses import dataclass, field
@@ -67,22 +74,40 @@ class TrainStageConfig:
     class_weights_from: str | None = None  # ab-bin statistics JSON (stage ab_bins): its weights -> model class_weights
 
 
-def stage_paths(family: str, variant: str, shards_dir: str = "data/shards") -> dict[str, Path]:
+def stage_paths(family: str, variant: str, shards_dir: str = "data/shards", seed: int | None = None
+                ) -> dict[str, Path]:
     name = f"{family}_{variant}"
+    below = Path("seeds") / str(seed) if seed is not None else Path()
     return {
-        "checkpoint": Path("models") / f"{name}.pt",
-        "partial": Path("models") / ".partial" / f"{name}.pt",
-        "curve": Path("plots") / "train" / f"{name}.csv",
-        "summary": Path("metrics") / "train" / f"{name}.json",
+        "checkpoint": Path("models") / below / f"{name}.pt",
+        "partial": Path("models") / ".partial" / below / f"{name}.pt",
+        "curve": Path("plots") / "train" / below / f"{name}.csv",
+        "summary": Path("metrics") / "train" / below / f"{name}.json",
     }
 
 
-def load_stage_config(family: str, variant: str, params_path: str | Path = "params.yaml") -> tuple[TrainStageConfig, Variant, dict]:
+def seeded_path(path: str, seed: int | None) -> str:
+    """A model path of the default stages (models/x.pt) as the same model of an extra seed
+    (models/seeds/<seed>/x.pt); other paths and seed None are returned unchanged."""
+    if seed is None or not path.startswith("models/"):
+        return path
+    return str(Path("models") / "seeds" / str(seed) / path.removeprefix("models/"))
+
+
+def load_stage_config(family: str, variant: str, params_path: str | Path = "params.yaml", seed: int | None = None
+                      ) -> tuple[TrainStageConfig, Variant, dict]:
     where = f"train_{family}"
     stage = load_config(TrainStageConfig, section(read_params(params_path), where), where)
     if variant not in stage.variants:
         raise ConfigError(f"{where}.variants has no {variant!r}; it has {sorted(stage.variants)}")
+    if seed is not None:
+        if seed < 0:
+            raise ConfigError(f"--seed must be >= 0, got {seed}")
+        stage = dataclasses.replace(stage, train=dataclasses.replace(stage.train, seed=seed),
+                                    loader=dataclasses.replace(stage.loader, seed=seed))
     chosen = stage.variants[variant]
+    if seed is not None and chosen.segmenter is not None:
+        chosen = dataclasses.replace(chosen, segmenter=seeded_path(chosen.segmenter, seed))
     model_config = {**stage.model, **chosen.config}
     if stage.class_weights_from is not None:
         from semcolor.quantized_ab import read_bin_statistics
@@ -103,9 +128,9 @@ def _resumable(partial: Path, model_name: str, model_config: dict, train_config:
             and payload.get("extra", {}).get("manifest_sha256") == manifest_hash)
 
 
-def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> dict[str, Any]:
-    stage, chosen, model_config = load_stage_config(family, variant, params_path)
-    stage_name = f"train_{family}@{variant}"
+def run(family: str, variant: str, params_path: str | Path = "params.yaml", seed: int | None = None) -> dict[str, Any]:
+    stage, chosen, model_config = load_stage_config(family, variant, params_path, seed)
+    stage_name = f"train_{family}@{variant}" if seed is None else f"train_{family}_seed@{seed}-{variant}"
     registry_family = stage.family or family
     if stage.train.threads is not None:
         # on a small CPU, more compute threads than free cores thrash (OpenMP spin-waits): 20x slower here
@@ -120,7 +145,7 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
     model = build_model(family, variant, chosen, model_config)
     shard_dir = Path("data/shards") / stage.data.source / str(stage.data.size)
     manifest = shard_dir / "manifest.json"
-    paths = stage_paths(family, variant)
+    paths = stage_paths(family, variant, seed=seed)
     check_crop(f"train_{family}", stage, shard_dir)
     batches = ShardBatches(shard_dir, stage.data.split, stage.loader, train=True, rank=context.rank,
                            world_size=context.world_size)
@@ -143,7 +168,7 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
                       "train": config_to_dict(stage.train), "loader": config_to_dict(stage.loader),
                       "data": config_to_dict(stage.data), "world_size": context.world_size}
     tags = {"semcolor.family": registry_family, "semcolor.variant": variant, "semcolor.dataset": stage.data.source,
-            "semcolor.model_name": chosen.model}
+            "semcolor.model_name": chosen.model, **({"semcolor.seed": str(seed)} if seed is not None else {})}
     with tracking.stage_run(stage_name, tracked_config, manifest=manifest, tags=tags, enabled=context.is_main,
                             dataset=tracking.DatasetRef(shard_dir, "training")) as mlflow_run:
         for row in curve:  # a resumed run carries the steps its killed predecessor logged
@@ -162,19 +187,19 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
             channels = 3 if model_config.get("input_mode") == "lab" else 1  # a GridNet trained on color
             # the signature leaves H and W free; 32 x 32 (a multiple of every model's stride) shows the layout
             example = torch.zeros(1, channels, EXAMPLE_SIZE, EXAMPLE_SIZE).numpy()
-            registered = tracking.registered_name(registry_family, variant)
             tracking.log_sample_grid(paths["checkpoint"], shard_dir, f"{family}_{variant}")
-            model_info = tracking.log_checkpoint_model(
-                paths["checkpoint"], registered, example, segmenter=chosen.segmenter,
-                description=tracking.version_description(stage_name, chosen.model, stage.data.source, result.step,
-                                                         losses.get("loss"), manifest_hash),
-                tags=tracking.version_tags(stage_name, stage.data.source, manifest_hash, result.step,
-                                           losses),
-                model_description=f"semcolor {registry_family} model, variant {variant} ({chosen.model}); "
-                                  f"one version per run of the DVC stage {stage_name}.")
             tracking.log_metrics({"final_" + k: v for k, v in losses.items()})
             summary["run_id"] = mlflow_run.info.run_id
-            summary["registered_model"] = f"{registered}/{model_info.registered_model_version}"
+            if seed is None:  # extra seeds are for the claims only: the registry holds the default models
+                registered = tracking.registered_name(registry_family, variant)
+                model_info = tracking.log_checkpoint_model(
+                    paths["checkpoint"], registered, example, segmenter=chosen.segmenter,
+                    description=tracking.version_description(stage_name, chosen.model, stage.data.source,
+                                                             result.step, losses.get("loss"), manifest_hash),
+                    tags=tracking.version_tags(stage_name, stage.data.source, manifest_hash, result.step, losses),
+                    model_description=f"semcolor {registry_family} model, variant {variant} ({chosen.model}); "
+                                      f"one version per run of the DVC stage {stage_name}.")
+                summary["registered_model"] = f"{registered}/{model_info.registered_model_version}"
             write_json_atomic(paths["summary"], summary)
             paths["partial"].unlink(missing_ok=True)
             curve_partial.unlink(missing_ok=True)
@@ -240,10 +265,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("family", help="params section train_<family>, e.g. psc, sdc, gridnet")
     parser.add_argument("variant", help="a key of train_<family>.variants, e.g. plain, embed, full")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--seed", type=int, default=None,
+                        help="an extra training seed (make claims): overrides train.seed and loader.seed, "
+                             "writes under models/seeds/<seed>/ and registers nothing")
     args = parser.parse_args(argv)
 
     def work() -> int:
-        summary = run(args.family, args.variant, args.params)
+        summary = run(args.family, args.variant, args.params, args.seed)
         if summary:
             print(json.dumps(summary, indent=2))
         return 0
