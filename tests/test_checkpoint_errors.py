@@ -127,7 +127,7 @@ def test_model_references_that_lead_nowhere(tmp_path, shared_dir, migrated_mlflo
 
     photo = str(shared_dir / "photos" / PHOTO)
     monkeypatch.setenv("MLFLOW_TRACKING_URI", copy_store(migrated_mlflow_db, tmp_path / "store"))
-    for reference, phrase in [("models:/semcolor-sdc-papre@champion", "semcolor-sdc-papre not found"),
+    for reference, phrase in [("models:/semcolor-sdc-papre@champion", "no registered model 'semcolor-sdc-papre'"),
                               ("runs:/0123456789abcdef0123456789abcdef/model", "0123456789abcdef")]:
         status = main(["colorize", photo, "--model", reference, "--out", str(tmp_path / "o"), "--no-progress"])
         line = assert_one_clean_line(capsys.readouterr().err)

@@ -270,7 +270,7 @@ def test_default_metric_columns_are_the_headline_ones() -> None:
     assert compare.metric_columns(runs) == ["palette_accuracy", "psnr", "seg_miou"]
     assert compare.metric_columns(runs, sort_metric="ssim") == ["ssim", "palette_accuracy", "psnr",
                                                                 "seg_miou"]
-    assert compare.metric_columns(runs, ["all"]) == ["auc_ab", "psnr", "seg_miou", "palette_accuracy",
+    assert compare.metric_columns(runs, ["all"]) == ["auc_ab", "palette_accuracy", "psnr", "seg_miou",
                                                      "ssim"]
 
 

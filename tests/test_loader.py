@@ -2,19 +2,19 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import random
+import shutil
+import tarfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+import webdataset as wds
 
 from semcolor.extract import safe_extract
-import json
-import random
-import shutil
-import tarfile
-
-import webdataset as wds
 
 from semcolor.loader import (
     LoaderConfig,
@@ -165,6 +165,8 @@ def _as_format_1(shard_dir: Path, out: Path) -> Path:
             ]
             write_shards(samples, out / "tmp", split, 10_000)
             shutil.move(out / "tmp" / f"{split}-000000.tar", out / shard["file"])
+            # the manifest must describe these bytes, or the loader's integrity check refuses them
+            shard["sha256"] = hashlib.sha256((out / shard["file"]).read_bytes()).hexdigest()
     (out / "manifest.json").write_text(json.dumps(manifest))
     with tarfile.open(out / manifest["splits"]["train"]["shards"][0]["file"]) as tar:
         assert tar.getnames()[1].endswith(".lab.png")
