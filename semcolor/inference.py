@@ -318,9 +318,12 @@ class Colorizer:
         self.family = _family(self.model)
         self._unet_forward = self.model
         if self.family == "sdc" and self.fast_inference:
-            from semcolor.models.sdc import FastUNetInference
+            from semcolor.models.sdc import FastUNetInference, SemanticDrivenUNet
 
-            self._unet_forward = FastUNetInference(self.model)
+            # the fast path re-implements SemanticDrivenUNet.forward from its weights: a subclass with its
+            # own forward (a stand-in, an experiment) would be silently replaced by it, so that one runs eagerly
+            if type(self.model).forward is SemanticDrivenUNet.forward:
+                self._unet_forward = FastUNetInference(self.model)
         if self.family == "segmenter":
             raise ValueError(f"{self.model_name} is a segmentation model; "
                              "pass a colorization model (sdc, psc_*)")

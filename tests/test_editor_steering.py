@@ -29,7 +29,7 @@ from tests.oracle_models import PALETTE, PaintsItsMap, PredictsOneClass, mode_ta
 
 pytestmark = [pytest.mark.server, pytest.mark.slow]
 PHOTO = "colton-sturgeon--Izy1v9Roeg-unsplash.png"
-REGION = (slice(60, 150), slice(190, 300))  # rows, columns of the painted block, display pixels
+REGION = (slice(60, 150), slice(190, 300))  # rows, columns of the painted block, map pixels
 SKY, DUSK = CLASS_NAMES.index("sky"), CLASS_NAMES.index("dusk")
 
 
@@ -87,13 +87,18 @@ def test_painting_dusk_over_sky_turns_that_region_dusk_and_leaves_the_rest(edito
 
             page.click(f"#classes li[data-class-id='{DUSK}']")
             page.eval_on_selector("#size", "e => { e.value = 30; e.dispatchEvent(new Event('input')); }")
-            box = page.locator("#overlay").bounding_box()
+            box = page.locator("#overlay").bounding_box()  # on screen: the view's zoom and offset included
+            zoom = box["width"] / before.shape[1]
+
+            def at(row: float, col: float) -> tuple[float, float]:  # a map pixel's position on the screen
+                return box["x"] + col * zoom, box["y"] + row * zoom
+
             rows, cols = REGION
-            page.mouse.move(box["x"] + cols.start + 15, box["y"] + rows.start + 15)
+            page.mouse.move(*at(rows.start + 15, cols.start + 15))
             page.mouse.down()
             for y in range(rows.start + 15, rows.stop - 14, 10):  # zig-zag over the block
-                page.mouse.move(box["x"] + cols.start + 15, box["y"] + y, steps=3)
-                page.mouse.move(box["x"] + cols.stop - 15, box["y"] + y, steps=6)
+                page.mouse.move(*at(y, cols.start + 15), steps=3)
+                page.mouse.move(*at(y, cols.stop - 15), steps=6)
             page.mouse.up()
             page.wait_for_function("document.body.dataset.state === 'idle' && "
                                    f"Number(document.body.dataset.resultVersion || 0) > {version}")
