@@ -9,7 +9,13 @@ Started by torchrun, it trains with DDP; rank 0 alone tracks and writes outputs.
 
 Resuming: progress checkpoints live in models/.partial/ (not a DVC output, so DVC does not delete them
 when the stage restarts). A restarted stage resumes only if the stored model name, model config, train
-config and data manifest hash equal the current ones; otherwise it starts fresh.
+config and data manifest hash equal the current ones; otherwise it starts fresh. The checkpoint carries
+the rows logged so far, so the curve of a resumed stage is whole.
+
+Curves: plots/train/<family>_<variant>.csv has one row per logged step with every loss term the model
+returns (raw, and ``<term>_weighted`` where the model weights its terms), grad_norm, samples/s and, every
+``train.val_every`` steps and at the end, ``val_<term>`` on the first ``train.val_samples`` samples of the
+shards' val split (centre crops of the training crop size, no flips).
 """
 
 from __future__ import annotations
@@ -123,10 +129,9 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
     resume = _resumable(paths["partial"], chosen.model, model_config, stage.train, manifest_hash)
     if not resume:
         paths["partial"].unlink(missing_ok=True)
-    curve: list[dict[str, float]] = []
+    validation = validation_batches(shard_dir, stage.loader, stage.train.val_samples) if context.is_main else None
 
     def on_log(metrics: dict[str, float], step: int) -> None:
-        curve.append({"step": step, **metrics})
         tracking.log_metrics(metrics, step)
 
     tracked_config = {"stage": stage_name, "model_name": chosen.model, "model": model_config,
@@ -136,7 +141,7 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
             "semcolor.model_name": chosen.model}
     with tracking.stage_run(stage_name, tracked_config, manifest=manifest, tags=tags, enabled=context.is_main) as mlflow_run:
         result = train(model, chosen.model, model_config, batches, stage.train, paths["partial"], device=device,
-                       context=context, on_log=on_log, resume=resume,
+                       context=context, on_log=on_log, resume=resume, validation=validation,
                        extra={"manifest_sha256": manifest_hash, "stage": stage_name, "dataset": stage.data.source,
                               "class_names": list(class_names)})
         summary: dict[str, Any] = {}
@@ -145,7 +150,7 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
             shutil.copyfile(paths["partial"], paths["checkpoint"])
             summary = {"steps": result.step, "samples_per_second": result.samples_per_second,
                        **{f"final_{k}": v for k, v in result.losses.items()}}
-            _write_curve(paths["curve"], curve)
+            _write_curve(paths["curve"], result.history)
             size = stage.loader.crop or stage.data.size
             channels = 3 if model_config.get("input_mode") == "lab" else 1  # a GridNet trained on color
             example = torch.zeros(1, channels, size, size).numpy()
@@ -160,11 +165,31 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml") -> d
     return summary
 
 
+def validation_batches(shard_dir: Path, loader: LoaderConfig, samples: int) -> list[dict[str, Any]]:
+    """The first ``samples`` samples of the val split as batches of the training batch size, centre-cropped
+    to the training crop (so a validation loss compares with the training loss), no flips. Empty when
+    ``samples`` is 0 or the shards have no val split."""
+    if samples == 0 or "val" not in read_manifest(shard_dir).get("splits", {}):
+        return []
+    config = LoaderConfig(batch_size=min(samples, loader.batch_size), crop=loader.crop, flip=False, workers=0,
+                          seed=loader.seed)
+    batches, taken = [], 0
+    for batch in ShardBatches(shard_dir, "val", config, train=False):
+        keep = min(samples - taken, len(batch["key"]))
+        batches.append({key: value[:keep] for key, value in batch.items()})
+        taken += keep
+        if taken >= samples:
+            break
+    return batches
+
+
 def _write_curve(path: Path, rows: list[dict[str, float]]) -> None:
-    """The training curve as CSV for `dvc plots` (step, loss, ... per logged step)."""
+    """The training curve as CSV for `dvc plots` (step, loss, ... per logged step). A value a row lacks
+    (``val_*`` between validation steps) is an empty cell, which the plots skip."""
     columns = sorted({key for row in rows for key in row} - {"step"})
     lines = [",".join(["step", *columns])]
-    lines += [",".join([str(int(row["step"]))] + [f"{row.get(c, float('nan')):.6g}" for c in columns]) for row in rows]
+    lines += [",".join([str(int(row["step"]))] + [f"{row[c]:.6g}" if c in row else "" for c in columns])
+              for row in rows]
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 
