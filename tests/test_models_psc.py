@@ -330,3 +330,15 @@ def test_per_image_seeds_make_samples_independent_of_the_batch():
     assert torch.equal(model.sample(L[:1], k=1, seeds=[4], method="naive"), model.sample(L[:1], k=1, seeds=[4]))
     with pytest.raises(ValueError, match="one seed per image"):
         model.sample(L, seeds=[1])
+
+
+def test_output_norm_ends_f_and_h_with_a_per_pixel_rms_normalization():
+    L = _batch(32)["L"]
+    normed, plain = _model("psc_embed"), _model("psc_embed", output_norm=False)
+    assert isinstance(normed.color_top[-1], psc.PixelRMSNorm) and isinstance(normed.seg_top.body[-1], psc.PixelRMSNorm)
+    assert not any(isinstance(m, psc.PixelRMSNorm) for m in plain.modules())
+    normed.data_dependent_init(_batch(32))
+    with torch.no_grad():
+        embedding, _ = normed.encode(L * 5.0)
+    rms = embedding.pow(2).mean(dim=1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=1e-4)  # every pixel, any input scale

@@ -53,6 +53,7 @@ class TrainConfig:
     weight_decay: float = 0.0
     grad_clip: float | None = 1.0  # max global gradient norm; null disables clipping
     ema_decay: float | None = None  # Polyak/EMA of the weights, e.g. 0.999; null disables it
+    warmup_steps: int = 0  # linear learning-rate warm-up: step s (1-based) uses lr * min(1, s / warmup_steps)
     log_every: int = 10
     checkpoint_every: int = 200
     val_every: int | None = None  # validation loss every N steps (and at the end); null: every checkpoint_every
@@ -75,6 +76,8 @@ class TrainConfig:
             raise ValueError(f"grad_clip must be > 0 or null, got {self.grad_clip}")
         if self.ema_decay is not None and not 0.0 <= self.ema_decay < 1.0:
             raise ValueError(f"ema_decay must be in [0, 1) or null, got {self.ema_decay}")
+        if self.warmup_steps < 0:
+            raise ValueError(f"warmup_steps must be >= 0, got {self.warmup_steps}")
         if self.threads is not None and self.threads < 1:
             raise ValueError(f"threads must be >= 1 or null, got {self.threads}")
         if self.log_every < 1 or self.checkpoint_every < 1:
@@ -223,6 +226,11 @@ def train(
                 continue  # replaying the epoch up to where the checkpoint left it
             batch = move_batch(batch, device)
             grad_norm = None
+            if config.warmup_steps:  # a pure function of the step, so resume needs no scheduler state
+                factor = min(1.0, (step + 1) / config.warmup_steps)
+                for optimizer in optimizers.values():
+                    for group in optimizer.param_groups:
+                        group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
             if custom_step:
                 with autocast:
                     losses = model.train_step(batch, optimizers, config.grad_clip)
