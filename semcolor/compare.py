@@ -11,7 +11,13 @@ the flattened config, e.g. ``params.train.lr``) and metrics (``metrics.<name>``,
 MLflow's system metrics ``system/...`` are left out). Formats: ``table`` (aligned plain text),
 ``markdown`` (a GitHub table) and ``csv`` (full precision, empty cell = not logged).
 
-The grid: rows are validation images of a shard set, columns gray | real | one per model. Every model sees
+By default the command is meant to be read: the text formats print one table per kind of run (evaluation,
+training, other), each with the HEADLINE_METRICS its runs have and at most MAX_PARAMS params that differ
+between them, headers without their prefixes, and no experiment column when there is one experiment;
+``--columns all`` / ``--param`` choose others, and csv always has every fixed column.
+
+The grid: rows are validation images of a shard set, columns gray | real | one per model (a PixelCNN's
+column is its fast, non-autoregressive output, labelled ``fast``; ``samples`` adds autoregressive ones). Every model sees
 the images at the shards' stored size (as evaluation does), is loaded from its registered URI through
 ``semcolor.inference.load_colorizer`` and colorizes with ``predict_ab``; the colors are joined with the
 image's own L and brought into the sRGB gamut at constant L (``lab_to_rgb8_keep_lightness``), as
@@ -25,9 +31,7 @@ import argparse
 import csv
 import io
 import math
-import os
 import sys
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -35,29 +39,34 @@ from typing import Any
 
 import numpy as np
 
-from semcolor.registry import CHAMPION
+from semcolor.registry import CHAMPION, REGISTERED_PREFIX, registered_name
 
 TAG_STAGE = "semcolor.stage"
 TAG_FAMILY = "semcolor.family"
 TAG_VARIANT = "semcolor.variant"
 TAG_DATASET = "semcolor.dataset"
 TAG_MODEL_NAME = "semcolor.model_name"
-REGISTERED_PREFIX = "semcolor-"  # registered names are semcolor-<family>-<variant> (pipeline.tracking)
 
 FIXED_COLUMNS = ("run_id", "experiment", "stage", "family", "variant", "dataset")
 # shown whenever a listed run has them; the params that differ between the listed runs are added
 DEFAULT_KEY_PARAMS = (
     "model_name", "data.size", "model.width", "train.steps", "train.lr", "loader.batch_size",
 )
-MAX_VARYING_PARAMS = 8
+MAX_PARAMS = 4  # default param columns at most: the differing key params first
+# the metric columns by default (``--columns all``: every metric): what each stage is judged by
+HEADLINE_METRICS = ("palette_accuracy", "psnr", "ciede2000", "seg_miou", "final_loss",
+                    "samples_per_second")
+ALL = "all"
 # metric name fragments for which smaller is better (errors, distances, losses; delta_colorfulness is an
-# absolute difference; ms_ssim_between_samples is 1 for identical samples, lower is more diverse); all
-# others (psnr, ssim, auc_ab, miou, semantic_color_accuracy, mode_coverage ...): larger is better
+# absolute difference; ms_ssim_between_samples is 1 for identical samples, lower is more diverse; mode_tv is
+# a distance to the true mode frequencies; twin_confusion a share of wrong twins); all others (psnr, ssim,
+# auc_ab, miou, palette_accuracy ...): larger is better
 LOWER_IS_BETTER = ("loss", "error", "ciede", "delta_", "mse", "mae", "fid", "lpips", "nll", "bpd",
-                   "between_samples")
+                   "between_samples", "_tv", "twin_confusion")
 FORMATS = ("table", "markdown", "csv")
 STAGE_SEPARATORS = ("/", "_", "@")  # evaluate/<model>, train_<family>@<variant>
-LABEL_HEIGHT = 12  # pixels of the column-label band above the grid's tiles
+LABEL_HEIGHT = 18  # pixels of the column-label band above the grid's tiles
+LABEL_FONT_SIZE = 13  # px, Pillow's bundled scalable font (a bitmap fallback without FreeType)
 
 
 # ---------------------------------------------------------------------------------------------- runs
@@ -85,8 +94,9 @@ class RunSummary:
 
     @property
     def registered_name(self) -> str:
-        """The registry name of the run's model family and variant (``semcolor-psc-full``)."""
-        return REGISTERED_PREFIX + self.model
+        """The registry name of the run's model family and variant (``semcolor-psc-full``,
+        ``semcolor-psc-seg-only`` for variant ``seg_only``)."""
+        return registered_name(self.family, self.variant or None)
 
 
 @dataclass(frozen=True)
@@ -109,7 +119,10 @@ class ModelSelector:
         return cls(family, variant or None)
 
     def matches(self, run: RunSummary) -> bool:
-        return run.family == self.family and (self.variant is None or run.variant == self.variant)
+        """Same family, and same variant when one is given; ``seg-only`` and ``seg_only`` are one variant
+        (registered names spell variants with ``-``, params.yaml with ``_``)."""
+        return run.family == self.family and (
+            self.variant is None or run.variant.replace("-", "_") == self.variant.replace("-", "_"))
 
 
 def _quote(value: str) -> str:
@@ -128,10 +141,8 @@ def run_filter(*, datasets: Sequence[str] = (), models: Sequence[ModelSelector] 
         clauses.append(f"tags.`{TAG_DATASET}` = {_quote(datasets[0])}")
     if len(stages) == 1:  # a superset (LIKE's "_" is a wildcard); stage_matches decides
         clauses.append(f"tags.`{TAG_STAGE}` LIKE {_quote(stages[0] + '%')}")
-    if len(models) == 1:
+    if len(models) == 1:  # the variant is matched afterwards (select_runs): its spelling may differ
         clauses.append(f"tags.`{TAG_FAMILY}` = {_quote(models[0].family)}")
-        if models[0].variant is not None:
-            clauses.append(f"tags.`{TAG_VARIANT}` = {_quote(models[0].variant)}")
     return " and ".join(clauses)
 
 
@@ -248,26 +259,33 @@ def _finite(value: float | None) -> bool:
 
 
 def key_params(runs: Sequence[RunSummary], explicit: Sequence[str] = ()) -> list[str]:
-    """The param columns: ``explicit`` if given, else the DEFAULT_KEY_PARAMS some run has, then (sorted) up
-    to MAX_VARYING_PARAMS other params with two or more values among the runs that have them (what tells
-    them apart)."""
+    """The param columns: ``explicit`` if given, else the DEFAULT_KEY_PARAMS with two or more values among
+    the runs that have them, then (sorted) other such params, MAX_PARAMS in all (what tells the runs
+    apart; a param every run shares says nothing in a comparison)."""
     if explicit:
         return list(explicit)
     present = set().union(*(run.params for run in runs)) if runs else set()
-    chosen = [name for name in DEFAULT_KEY_PARAMS if name in present]
+    chosen = [name for name in DEFAULT_KEY_PARAMS if name in present
+              and len({run.params[name] for run in runs if name in run.params}) > 1][:MAX_PARAMS]
     # a param only some runs have (another stage's config) does not tell runs apart: it is not "differing"
     varying = sorted(
         name for name in present - set(chosen) - {"stage"}
         if len({run.params[name] for run in runs if name in run.params}) > 1
     )
-    return chosen + varying[:MAX_VARYING_PARAMS]
+    return chosen + varying[: MAX_PARAMS - len(chosen)]
 
 
 def metric_columns(runs: Sequence[RunSummary], explicit: Sequence[str] = (),
                    sort_metric: str | None = None) -> list[str]:
-    """The metric columns: ``explicit`` if given, else every metric a run has (sorted); the sort metric
-    first."""
-    names = list(explicit) if explicit else sorted(set().union(*(run.metrics for run in runs)))
+    """The metric columns: ``explicit`` if given (``["all"]``: every metric a run has, sorted), else the
+    HEADLINE_METRICS some run has; the sort metric first."""
+    present = set().union(*(run.metrics for run in runs)) if runs else set()
+    if list(explicit) == [ALL]:
+        names = sorted(present)
+    elif explicit:
+        names = list(explicit)
+    else:
+        names = [name for name in HEADLINE_METRICS if name in present]
     if sort_metric is not None:
         names = [sort_metric] + [name for name in names if name != sort_metric]
     return names
@@ -282,21 +300,51 @@ class ComparisonTable:
     rows: tuple[tuple[str | float | None, ...], ...]
 
 
-def build_table(runs: Sequence[RunSummary], params: Sequence[str], metrics: Sequence[str]) -> ComparisonTable:
-    """One row per run (in the given order): FIXED_COLUMNS, then ``params.<name>``, then
-    ``metrics.<name>``."""
-    columns = (*FIXED_COLUMNS, *(f"params.{p}" for p in params), *(f"metrics.{m}" for m in metrics))
+def build_table(runs: Sequence[RunSummary], params: Sequence[str], metrics: Sequence[str],
+                fixed: Sequence[str] = FIXED_COLUMNS) -> ComparisonTable:
+    """One row per run (in the given order): the ``fixed`` columns (of FIXED_COLUMNS), then
+    ``params.<name>``, then ``metrics.<name>``."""
+    unknown = [name for name in fixed if name not in FIXED_COLUMNS]
+    if unknown:
+        raise ValueError(f"unknown fixed columns {unknown}; they are {FIXED_COLUMNS}")
+    columns = (*fixed, *(f"params.{p}" for p in params), *(f"metrics.{m}" for m in metrics))
     rows = tuple(
-        (run.run_id, run.experiment, run.stage, run.family, run.variant, run.dataset,
+        (*(getattr(run, "run_id" if name == "run_id" else name) for name in fixed),
          *(run.params.get(p) for p in params), *(run.metrics.get(m) for m in metrics))
         for run in runs
     )
     return ComparisonTable(columns=columns, rows=rows)
 
 
+KIND_TITLES = {"evaluate": "evaluation runs", "train": "training runs", "other": "other runs"}
+
+
+def run_kind(run: RunSummary) -> str:
+    """``evaluate`` (evaluate/<model>), ``train`` (train_<family>@<variant>) or ``other``."""
+    if stage_matches(run.stage, "evaluate"):
+        return "evaluate"
+    return "train" if stage_matches(run.stage, "train") else "other"
+
+
+def group_by_kind(runs: Sequence[RunSummary]) -> dict[str, list[RunSummary]]:
+    """The runs by kind (evaluation first, then training, then others), each keeping the given order."""
+    groups: dict[str, list[RunSummary]] = {kind: [] for kind in KIND_TITLES}
+    for run in runs:
+        groups[run_kind(run)].append(run)
+    return {kind: members for kind, members in groups.items() if members}
+
+
+def fixed_columns(runs: Sequence[RunSummary]) -> tuple[str, ...]:
+    """FIXED_COLUMNS without ``experiment`` when every run is in the same one (a column of one value)."""
+    if len({run.experiment for run in runs}) <= 1:
+        return tuple(name for name in FIXED_COLUMNS if name != "experiment")
+    return FIXED_COLUMNS
+
+
 def format_table(table: ComparisonTable, fmt: str = "table") -> str:
-    """``table`` (aligned text), ``markdown`` or ``csv``. Text formats show 8-character run ids and metrics
-    with 4 significant digits; csv keeps full ids and full precision (``repr`` of the float)."""
+    """``table`` (aligned text), ``markdown`` or ``csv``. Text formats show 8-character run ids, metrics
+    with 4 significant digits and headers without the ``params.``/``metrics.`` prefixes (``short_headers``);
+    csv keeps full names, full ids and full precision (``repr`` of the float)."""
     if fmt == "csv":
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
@@ -309,20 +357,29 @@ def format_table(table: ComparisonTable, fmt: str = "table") -> str:
         raise ValueError(f"format must be one of {', '.join(FORMATS)}, got {fmt!r}")
     cells = [[_text_cell(column, cell) for column, cell in zip(table.columns, row)] for row in table.rows]
     numeric = [column.startswith("metrics.") for column in table.columns]
+    header = short_headers(table.columns)
     if fmt == "markdown":
         def line(values: Sequence[str]) -> str:
             return "| " + " | ".join(value.replace("|", "\\|") for value in values) + " |"
 
         rule = ["---:" if is_number else "---" for is_number in numeric]
-        return "\n".join([line(table.columns), line(rule), *(line(row) for row in cells)]) + "\n"
-    widths = [max([len(column), *(len(row[i]) for row in cells)]) for i, column in enumerate(table.columns)]
+        return "\n".join([line(header), line(rule), *(line(row) for row in cells)]) + "\n"
+    widths = [max([len(column), *(len(row[i]) for row in cells)]) for i, column in enumerate(header)]
 
     def aligned(values: Sequence[str]) -> str:
         return "  ".join(value.rjust(width) if is_number else value.ljust(width)
                          for value, width, is_number in zip(values, widths, numeric)).rstrip()
 
     separator = "  ".join("-" * width for width in widths)
-    return "\n".join([aligned(table.columns), separator, *(aligned(row) for row in cells)]) + "\n"
+    return "\n".join([aligned(header), separator, *(aligned(row) for row in cells)]) + "\n"
+
+
+def short_headers(columns: Sequence[str]) -> list[str]:
+    """Column names without their ``params.``/``metrics.`` prefix (params are dotted, ``train.lr``; metrics
+    are not), unless two columns would then read the same; csv keeps the full names."""
+    short = [column.split(".", 1)[1] if column.startswith(("params.", "metrics.")) else column
+             for column in columns]
+    return short if len(set(short)) == len(short) else list(columns)
 
 
 def _text_cell(column: str, cell: str | float | None) -> str:
@@ -404,7 +461,7 @@ def read_validation_images(shard_dir: str | Path, count: int, split: str = "val"
                             keys=tuple(batch["key"]))
 
 
-def _lab_images(L_unit: Any, ab_unit: Any) -> np.ndarray:
+def lab_images(L_unit: Any, ab_unit: Any) -> np.ndarray:
     """(N, 1, H, W) and (N, 2, H, W) unit tensors -> Lab (N, H, W, 3) float64, L in [0, 100]."""
     from semcolor.scaling import unit_to_lab
 
@@ -425,7 +482,7 @@ def colorize_tiles(colorizer: Any, images: ValidationImages) -> list[np.ndarray]
         seg = images.seg.to(colorizer.device)  # no bundled segmenter: the ground-truth map
     with torch.inference_mode():
         ab = predict_ab(colorizer.model, L, seg=seg, segmenter=colorizer.segmenter).clamp(-1.0, 1.0)
-    return [lab_to_rgb8_keep_lightness(lab) for lab in _lab_images(images.L_unit, ab.cpu())]
+    return [lab_to_rgb8_keep_lightness(lab) for lab in lab_images(images.L_unit, ab.cpu())]
 
 
 def reference_tiles(images: ValidationImages) -> tuple[list[np.ndarray], list[np.ndarray]]:
@@ -434,16 +491,14 @@ def reference_tiles(images: ValidationImages) -> tuple[list[np.ndarray], list[np
 
     from semcolor.color import lab_to_rgb8
 
-    gray = [lab_to_rgb8(lab) for lab in _lab_images(images.L_unit, torch.zeros_like(images.ab_unit))]
-    real = [lab_to_rgb8(lab) for lab in _lab_images(images.L_unit, images.ab_unit)]
+    gray = [lab_to_rgb8(lab) for lab in lab_images(images.L_unit, torch.zeros_like(images.ab_unit))]
+    real = [lab_to_rgb8(lab) for lab in lab_images(images.L_unit, images.ab_unit)]
     return gray, real
 
 
 def assemble_grid(columns: Sequence[Sequence[np.ndarray]], labels: Sequence[str] | None = None) -> np.ndarray:
     """Tiles (columns of equally sized (H, W, 3) uint8 tiles, one per row) -> one uint8 image of
     rows x H (+ LABEL_HEIGHT when ``labels`` are given, drawn above each column) by columns x W."""
-    from PIL import Image, ImageDraw, ImageFont
-
     if not columns or not columns[0]:
         raise ValueError("a grid needs at least one column with one tile")
     rows = len(columns[0])
@@ -451,40 +506,73 @@ def assemble_grid(columns: Sequence[Sequence[np.ndarray]], labels: Sequence[str]
     for index, column in enumerate(columns):
         if len(column) != rows or any(tile.shape != (height, width, 3) for tile in column):
             raise ValueError(f"grid column {index}: expected {rows} tiles of {height}x{width}x3")
-    top = LABEL_HEIGHT if labels is not None else 0
-    grid = np.full((top + rows * height, len(columns) * width, 3), 255, np.uint8)
+    grid = np.full((rows * height, len(columns) * width, 3), 255, np.uint8)
     for c, column in enumerate(columns):
         for r, tile in enumerate(column):
-            grid[top + r * height : top + (r + 1) * height, c * width : (c + 1) * width] = tile
-    if labels is not None:
-        canvas = Image.fromarray(grid)
+            grid[r * height : (r + 1) * height, c * width : (c + 1) * width] = tile
+    return grid if labels is None else add_column_labels(grid, labels, width)
+
+
+def add_column_labels(grid: np.ndarray, labels: Sequence[str], column_width: int, left: int = 0) -> np.ndarray:
+    """``grid`` (uint8 (H, W, 3)) with a white band of LABEL_HEIGHT pixels on top holding ``labels[i]`` above
+    the column that starts at ``left + i * column_width`` (each label clipped to its column)."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    canvas = Image.new("RGB", (grid.shape[1], grid.shape[0] + LABEL_HEIGHT), (255, 255, 255))
+    canvas.paste(Image.fromarray(np.asarray(grid, dtype=np.uint8)), (0, LABEL_HEIGHT))
+    try:
+        font = ImageFont.load_default(size=LABEL_FONT_SIZE)
+    except (TypeError, OSError):  # Pillow without FreeType: the small bitmap font
         font = ImageFont.load_default()
-        for c, label in enumerate(labels):
-            # each label is clipped to its own column, so long names never run into the next one
-            band = Image.new("RGB", (width, top), (255, 255, 255))
-            ImageDraw.Draw(band).text((2, 0), label, fill=(0, 0, 0), font=font)
-            canvas.paste(band, (c * width, 0))
-        grid = np.asarray(canvas)
-    return grid
+    for c, label in enumerate(labels):
+        # each label is clipped to its own column, so long names never run into the next one
+        band = Image.new("RGB", (column_width, LABEL_HEIGHT), (255, 255, 255))
+        ImageDraw.Draw(band).text((3, 1), label, fill=(0, 0, 0), font=font)
+        canvas.paste(band, (left + c * column_width, 0))
+    return np.asarray(canvas)
+
+
+def sample_tiles(colorizer: Any, images: ValidationImages, seed: int) -> list[np.ndarray]:
+    """One autoregressive PixelCNN sample per image (``psc_*`` models), as ``colorize_tiles`` tiles."""
+    import torch
+
+    from semcolor.inference import _upsample_ab, lab_to_rgb8_keep_lightness
+
+    L = images.L_unit.to(colorizer.device)
+    with torch.inference_mode():
+        samples = colorizer.model.sample(L, k=1, temperature=1.0, seed=seed)[:, 0].float()
+    ab = _upsample_ab(samples, tuple(L.shape[-2:])).clamp(-1.0, 1.0).cpu()
+    return [lab_to_rgb8_keep_lightness(lab) for lab in lab_images(images.L_unit, ab)]
 
 
 def comparison_grid(models: Sequence[GridModel], shard_dir: str | Path, images: int = 4, *,
                     split: str = "val", crop: int | None = None, device: str = "cpu", labels: bool = True,
-                    progress: bool = True) -> tuple[np.ndarray, list[str]]:
+                    progress: bool = True, samples: int = 0) -> tuple[np.ndarray, list[str]]:
     """The grid image (uint8 RGB) and its column labels: gray | real | one column per model, one row per
-    validation image (see the module docstring)."""
+    validation image (see the module docstring). A PixelCNN model's column is its fast, non-autoregressive
+    output, labelled ``<label> fast``; ``samples`` > 0 adds that many autoregressive samples of it
+    (``<label> sample 1`` ...; seeds 0, 1, ...)."""
     from tqdm import tqdm
 
     from semcolor.inference import load_colorizer
 
     if not models:
         raise ValueError("no models to compare: give at least one")
+    if samples < 0:
+        raise ValueError(f"samples must be >= 0, got {samples}")
     batch = read_validation_images(shard_dir, images, split, crop)
     gray, real = reference_tiles(batch)
     columns, names = [gray, real], ["gray", "real"]
     for model in tqdm(models, desc="colorizing", unit="model", disable=not progress):
-        columns.append(colorize_tiles(load_colorizer(model.reference, device=device), batch))
-        names.append(model.label)
+        colorizer = load_colorizer(model.reference, device=device)
+        columns.append(colorize_tiles(colorizer, batch))
+        if not colorizer.supports_samples:
+            names.append(model.label)
+            continue
+        names.append(f"{model.label} fast")  # predict_ab's PixelCNN output: the embedding, not a sample
+        for index in range(samples):
+            columns.append(sample_tiles(colorizer, batch, seed=index))
+            names.append(f"{model.label} sample {index + 1}")
     return assemble_grid(columns, names if labels else None), names
 
 
@@ -498,14 +586,10 @@ def write_png(image: np.ndarray, path: str | Path, description: str = "") -> Pat
     info = PngImagePlugin.PngInfo()
     if description:
         info.add_text("Description", description)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(np.asarray(image, dtype=np.uint8)).save(stream, format="PNG", pnginfo=info)
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
+    from semcolor.atomic import atomic_output
+
+    with atomic_output(path) as stream:
+        Image.fromarray(np.asarray(image, dtype=np.uint8)).save(stream, format="PNG", pnginfo=info)
     return path
 
 
@@ -543,8 +627,12 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     direction.add_argument("--descending", dest="descending", action="store_true",
                            help="sort the metric descending whatever its name")
     parser.add_argument("--param", action="append", default=[], metavar="KEY",
-                        help="param column, e.g. train.lr (repeatable; default: key and differing params)")
-    parser.add_argument("--columns", metavar="M1,M2", help="metric columns, comma-separated (default: all)")
+                        help="param column, e.g. train.lr (repeatable; default: up to "
+                        f"{MAX_PARAMS} params whose values differ "
+                        "between the listed runs)")
+    parser.add_argument("--columns", metavar="M1,M2",
+                        help="metric columns, comma-separated, or 'all' (default: the headline metrics "
+                        f"{', '.join(HEADLINE_METRICS)}, those the runs have)")
     parser.add_argument("--format", choices=FORMATS, default="table", help="output format (default table)")
     parser.add_argument("--grid", type=Path, metavar="OUT.png",
                         help="also write a grid: rows = validation images, "
@@ -552,6 +640,9 @@ def add_compare_parser(subparsers: argparse._SubParsersAction) -> argparse.Argum
     parser.add_argument("--shards", type=Path, metavar="DIR",
                         help="shard set for --grid, e.g. data/shards/voc2012/128")
     parser.add_argument("--images", type=int, default=4, help="rows of the grid (default 4)")
+    parser.add_argument("--samples", type=int, default=0, metavar="K",
+                        help="also K autoregressive samples of each PixelCNN (psc) model in the grid; its "
+                        "first column is its fast, non-autoregressive output, labelled 'fast' (default 0)")
     parser.add_argument("--grid-model", action="append", default=[], metavar="URI",
                         help="a model column of the grid (models:/name@alias, runs:/id/model, checkpoint; "
                         "repeatable; default: the registered model of each listed family-variant)")
@@ -571,6 +662,8 @@ def run_compare(args: argparse.Namespace) -> int:
         return _error("--grid needs --shards DIR (the shard set whose validation images are shown)")
     if args.images < 1:
         return _error(f"--images must be >= 1, got {args.images}")
+    if args.samples < 0:
+        return _error(f"--samples must be >= 0, got {args.samples}")
     try:
         selectors = [ModelSelector.parse(text) for text in args.model]
     except ValueError as error:
@@ -593,8 +686,19 @@ def run_compare(args: argparse.Namespace) -> int:
         return 1
     runs = sort_runs(runs, args.metric, args.descending)
     metrics = [m.strip() for m in args.columns.split(",") if m.strip()] if args.columns else []
-    table = build_table(runs, key_params(runs, args.param), metric_columns(runs, metrics, args.metric))
-    sys.stdout.write(format_table(table, args.format))
+    if args.format == "csv":  # one machine-readable table with every fixed column
+        sys.stdout.write(format_table(build_table(runs, key_params(runs, args.param),
+                                                  metric_columns(runs, metrics, args.metric)), "csv"))
+    else:  # for people: one table per kind of run, each with the columns that kind has
+        groups = group_by_kind(runs)
+        for index, (kind, members) in enumerate(groups.items()):
+            if len(groups) > 1:
+                title = f"{KIND_TITLES[kind]} ({len(members)})"
+                sys.stdout.write(("\n" if index else "") + (f"**{title}**\n\n" if args.format == "markdown"
+                                                            else f"{title}\n"))
+            table = build_table(members, key_params(members, args.param),
+                                metric_columns(members, metrics, args.metric), fixed_columns(runs))
+            sys.stdout.write(format_table(table, args.format))
     if args.grid is None:
         return 0
     models = ([GridModel(label=reference, reference=reference) for reference in args.grid_model]
@@ -603,7 +707,7 @@ def run_compare(args: argparse.Namespace) -> int:
         return _error("no registered model for the listed runs; give --grid-model URI")
     try:
         grid, names = comparison_grid(models, args.shards, args.images, device=args.device,
-                                      progress=not args.no_progress)
+                                      progress=not args.no_progress, samples=args.samples)
     except (FileNotFoundError, KeyError, ValueError) as error:
         return _error(str(error))
     write_png(grid, args.grid, description=" | ".join(names))

@@ -8,12 +8,15 @@ stage before any work is done instead of being silently ignored.
 from __future__ import annotations
 
 import dataclasses
+import re
 import types
 import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
 T = TypeVar("T")
+# a decimal number in plain or scientific notation (no nan/inf, hex or underscores)
+_DECIMAL_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
 
 
 class ConfigError(ValueError):
@@ -113,6 +116,9 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected an integer, got {value!r}")
         return value
     if hint is float:
+        if isinstance(value, str) and _DECIMAL_NUMBER.fullmatch(value.strip()):
+            # YAML 1.1 (PyYAML) reads `1e-3` - no dot - as a string; a float field means the number
+            return float(value)
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{key}: expected a number, got {value!r}")
         return float(value)
@@ -121,3 +127,11 @@ def _coerce(hint: Any, value: Any, key: str) -> Any:
             raise ConfigError(f"{key}: expected a string, got {value!r}")
         return value
     raise ConfigError(f"{key}: unsupported config type {hint!r}")
+
+
+def relocate_keys(error: ConfigError, root: str, place: "typing.Callable[[str], str]") -> ConfigError:
+    """The same error with every dotted key under ``root`` (``sdc.widht``) renamed to where it sits in the
+    params file (``place("widht")`` -> ``train_sdc.model.widht``); a bare ``root:`` prefix becomes
+    ``place("")``. For configs built by a library function (a model factory) from a params sub-mapping."""
+    pattern = re.compile(rf"(?<![\w.]){re.escape(root)}(?:\.(\w+)|(?=:))")
+    return ConfigError(pattern.sub(lambda match: place(match.group(1) or "").rstrip("."), str(error)))

@@ -27,7 +27,7 @@ returned at full resolution by nearest neighbour.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -123,6 +123,71 @@ def predict_ab(
         return _upsample_ab(model.colorize(L_unit, seg), (height, width))
     raise ValueError("a segmentation model (gridnet) predicts semantic maps, not colors: "
                      "pass a colorization model")
+
+
+SAMPLE_GROUP = 12  # images per sampling call when the model's sample() takes no per-image seeds
+
+
+@torch.no_grad()
+def sample_ab(
+    model: nn.Module,
+    L_unit: torch.Tensor,
+    seeds: Sequence[int],
+    k: int = 1,
+    temperature: float = 1.0,
+    progress: bool = False,
+) -> torch.Tensor:
+    """k PixelCNN draws per image (``psc_*``), at the input's size: ab_unit (N, k, 2, H, W), ``ab / 128``.
+
+    L_unit: (N, 1, H, W) in [-1, 1]; it is resized to the PixelCNN's working shape (multiples of 4, as
+    ``predict_ab``) and the quarter-resolution draws are upsampled bilinearly. seeds: one int per image;
+    image n's noise comes from ``seeds[n]`` alone when the model's ``sample`` takes per-image seeds, so an
+    image's samples do not depend on the batch it is drawn in. Models whose ``sample`` takes only one seed
+    are drawn in fixed groups of ``SAMPLE_GROUP`` images, each group seeded with its first image's seed (a
+    fixed function of the image's index, not of any batch size; distinct streams for every image)."""
+    import inspect
+
+    if _family(model) != "psc":
+        raise ValueError(f"{type(model).__name__} does not sample: only PixelCNN models (psc_*) draw colorizations")
+    if len(seeds) != L_unit.shape[0]:
+        raise ValueError(f"seeds must hold one seed per image ({L_unit.shape[0]}), got {len(seeds)}")
+    model.eval()
+    height, width = L_unit.shape[-2:]
+    size = tuple(max(4 * PSC_MULTIPLE, _round_to(s, PSC_MULTIPLE)) for s in (height, width))
+    L_in = resize_gray(L_unit, size)
+    if "seeds" in inspect.signature(model.sample).parameters:
+        draws = model.sample(L_in, k=k, temperature=temperature, seeds=list(seeds), progress=progress)
+    else:
+        draws = torch.cat([
+            model.sample(L_in[start : start + SAMPLE_GROUP], k=k, temperature=temperature, seed=int(seeds[start]),
+                         progress=progress)
+            for start in range(0, L_in.shape[0], SAMPLE_GROUP)
+        ])
+    return _upsample_ab(draws, (height, width))
+
+
+@torch.no_grad()
+def segment_logits(model: nn.Module, L_unit: torch.Tensor, ab_unit: torch.Tensor | None = None) -> torch.Tensor:
+    """Class logits (N, C, H, W) at the input's size from a segmenter: a GridNet (gray, or ``lab`` with
+    ``ab_unit`` (N, 2, H, W) as its colour input; reflect-padded to its size multiple and cropped) or a
+    PixelCNN's segmentation branch (``psc_embed``/``psc_full``, upsampled bilinearly)."""
+    family = _family(model)
+    model.eval()
+    height, width = L_unit.shape[-2:]
+    if family == "segmenter":
+        x = L_unit if model.config.input_mode == "gray" else torch.cat(
+            [L_unit, torch.zeros_like(L_unit).repeat(1, 2, 1, 1) if ab_unit is None else ab_unit], dim=1)
+        multiple = 32
+        pad_h, pad_w = (-height) % multiple, (-width) % multiple
+        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
+        return model(padded)[..., :height, :width]
+    if family == "psc":
+        size = tuple(max(4 * PSC_MULTIPLE, _round_to(s, PSC_MULTIPLE)) for s in (height, width))
+        logits = model.segment(resize_gray(L_unit, size), full_resolution=True)
+        return logits if tuple(size) == (height, width) else F.interpolate(
+            logits, size=(height, width), mode="bilinear", align_corners=False)
+    raise ValueError(f"{type(model).__name__} has no segmentation output this version reads")
 
 
 def _round_to(value: float, multiple: int) -> int:
@@ -245,9 +310,17 @@ class Colorizer:
     class_names: tuple[str, ...] = ()
     device: str = "cpu"
     working_size: int | None = None  # the long side the model sees; None: the family's default
+    # U-Net (sdc) on the CPU through semcolor.models.sdc.FastUNetInference (oneDNN, prepacked weights,
+    # fused activations; equal to the eager model within 1e-5); False: the eager model
+    fast_inference: bool = True
 
     def __post_init__(self) -> None:
         self.family = _family(self.model)
+        self._unet_forward = self.model
+        if self.family == "sdc" and self.fast_inference:
+            from semcolor.models.sdc import FastUNetInference
+
+            self._unet_forward = FastUNetInference(self.model)
         if self.family == "segmenter":
             raise ValueError(f"{self.model_name} is a segmentation model; "
                              "pass a colorization model (sdc, psc_*)")
@@ -377,7 +450,10 @@ class Colorizer:
             else:
                 seg = self._check_map(semantic_map, shape, full_shape)
             seg_t = torch.from_numpy(seg.astype(np.int64))[None].to(self.device)
-            ab_list = [self.model(L_in, seg_t) if self.family == "sdc" else self.model.colorize(L_in, seg_t)]
+            if self.family == "sdc":
+                ab_list = [self._unet_forward(L_in, seg_t)]
+            else:
+                ab_list = [self.model.colorize(L_in, seg_t)]
         elif self.family == "psc" and not fast:
             seg = self.predict_map(lightness)
             # one draw per seed, so sample i is the same whether k = 1 or k > 1 were asked for
@@ -385,6 +461,9 @@ class Colorizer:
                 self.model.sample(L_in, k=1, temperature=temperature, seed=seed + i, progress=progress)[:, 0]
                 for i in range(samples)
             ]
+        elif self.family == "sdc":  # no semantic stream; L_in is already a multiple of 32 on both sides
+            seg = None
+            ab_list = [self._unet_forward(L_in, None)]
         else:
             seg = self.predict_map(lightness)
             ab_list = [predict_ab(self.model, L_in)]
@@ -428,8 +507,9 @@ def load_colorizer(
     """
     from semcolor.training.checkpoint import load_checkpoint, model_from_checkpoint
 
-    payload = load_checkpoint(_resolve(model_ref), map_location=device)
-    model = model_from_checkpoint(payload).to(device)
+    model_path = _resolve(model_ref)
+    payload = load_checkpoint(model_path, map_location=device)
+    model = model_from_checkpoint(payload, source=model_path).to(device)
     segmenter = None
     if takes_map_input(model):
         if segmenter_ref is not None:
@@ -439,18 +519,23 @@ def load_colorizer(
         else:
             from semcolor.mlflow_model import resolve_segmenter
 
-            segmenter_path = resolve_segmenter(model_ref)
+            segmenter_path = _mlflow_call(model_ref, lambda: resolve_segmenter(model_ref))
         if segmenter_path is not None:
             segmenter_payload = load_checkpoint(segmenter_path, map_location=device)
             if segmenter_payload["model_name"] != "gridnet":
                 raise ValueError(f"{segmenter_path} holds a {segmenter_payload['model_name']} model; "
                                  "a segmenter must be gridnet")
-            segmenter = model_from_checkpoint(segmenter_payload).to(device)
+            segmenter = model_from_checkpoint(segmenter_payload, source=segmenter_path).to(device)
     colorizer = Colorizer(model=model, model_name=payload["model_name"], segmenter=segmenter, device=device,
                           working_size=working_size)
     if colorizer.num_classes is not None:
         colorizer.class_names = class_names_from_payload(payload, colorizer.num_classes)
     return colorizer
+
+
+class ModelReferenceError(ValueError):
+    """A model reference (file, ``models:/``, ``runs:/``, run id) that does not lead to a checkpoint; the
+    message names it, says why in one line and what to do."""
 
 
 def _resolve(reference: str | Path) -> Path:
@@ -459,7 +544,38 @@ def _resolve(reference: str | Path) -> Path:
         return Path(str(reference))
     from semcolor.mlflow_model import resolve_checkpoint
 
-    return resolve_checkpoint(reference)
+    return _mlflow_call(reference, lambda: resolve_checkpoint(reference))
+
+
+def _mlflow_call(reference: str | Path, call: Callable[[], Any]) -> Any:
+    """``call()``, with MLflow's errors (a raw traceback otherwise: a missing alias, a mistyped name, an
+    unreachable server) turned into one ModelReferenceError line naming the reference and the store."""
+    import mlflow
+
+    from semcolor.tracking_server import TrackingUnavailable, check_reachable
+
+    uri = mlflow.get_tracking_uri()
+    if uri.startswith("sqlite:///") and not Path(uri[len("sqlite:///"):]).is_file():
+        # MLflow would create an empty store here (and spend seconds migrating it) only to find nothing
+        raise ModelReferenceError(f"cannot resolve the model {reference}: no MLflow store at {uri}; run from "
+                                  "the project folder, or set MLFLOW_TRACKING_URI")
+    try:
+        check_reachable(uri)  # a dead server: one request, not MLflow's minutes of retries
+    except TrackingUnavailable as error:
+        raise ModelReferenceError(f"cannot resolve the model {reference}: {error}") from None
+    try:
+        return call()
+    except FileNotFoundError as error:
+        raise ModelReferenceError(" ".join(str(error).split())) from None
+    except Exception as error:
+        from mlflow.exceptions import MlflowException
+
+        if not isinstance(error, MlflowException):
+            raise
+        message = " ".join(str(getattr(error, "message", None) or error).split())[:300]
+        raise ModelReferenceError(
+            f"cannot resolve the model {reference} in the MLflow store {mlflow.get_tracking_uri()}: {message}; "
+            "check the name and alias (semcolor compare, the MLflow UI) or MLFLOW_TRACKING_URI") from None
 
 
 def class_names_from_payload(payload: dict[str, Any], num_classes: int) -> tuple[str, ...]:

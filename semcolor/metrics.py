@@ -10,7 +10,8 @@ Conventions (state them, most colorization bugs live in a range):
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
@@ -184,6 +185,14 @@ def ab_error_auc(
     w = np.ones_like(error) if weights is None else np.asarray(weights, np.float64).ravel()
     if w.shape != error.shape:
         raise ValueError(f"weights have {w.size} entries for {error.size} pixels")
+    thresholds = np.asarray(thresholds, np.float64)
+    if thresholds.size and np.all(thresholds == np.round(thresholds)) and thresholds.min() >= 0:
+        # integer thresholds: error <= t  <=>  ceil(error) <= t, so a cumulative histogram of ceil(error)
+        # gives the same shares as the sort below in O(n)
+        top = int(thresholds.max())
+        bins = np.minimum(np.ceil(error), top + 1).astype(np.int64)
+        cumulative = np.cumsum(np.bincount(bins, weights=w, minlength=top + 2)) / w.sum()
+        return float(cumulative[thresholds.astype(np.int64)].mean())
     order = np.argsort(error)
     cumulative = np.cumsum(w[order]) / w.sum()
     positions = np.searchsorted(error[order], thresholds, side="right")
@@ -212,54 +221,145 @@ def mean_iou(confusion: np.ndarray) -> float:
     return float((intersection[present] / union[present]).mean()) if present.any() else float("nan")
 
 
-def _ab_distance_to_modes(ab: np.ndarray, modes: np.ndarray) -> np.ndarray:
-    """Distance of each ab (P, 2) to its nearest mode among ``modes`` (M, 2): shape (P,)."""
-    return np.min(np.linalg.norm(ab[:, None, :] - modes[None, :, :], axis=-1), axis=1)
+@dataclass(frozen=True)
+class Palette:
+    """The chroma modes of every class of a world: the answer key of palette accuracy.
+
+    modes: (M, 2) float (a, b) in Lab units; mode_class: (M,) the class id of each mode; mode_probability:
+    (M,) each mode's probability within its class (sums to 1 per class); num_classes: size of the label set
+    (classes without modes are never scored). A class is achromatic when all its modes are (0, 0) exactly;
+    its modes still compete in the nearest-mode assignment, its pixels are not scored."""
+
+    modes: np.ndarray
+    mode_class: np.ndarray
+    mode_probability: np.ndarray
+    num_classes: int
+
+    @classmethod
+    def from_class_modes(
+        cls, class_modes: Mapping[int, np.ndarray], probabilities: Mapping[int, Sequence[float]] | None = None,
+        num_classes: int | None = None,
+    ) -> "Palette":
+        """From class id -> (M_c, 2) modes (and optionally class id -> M_c probabilities; default uniform)."""
+        ids = sorted(int(k) for k in class_modes)
+        modes = [np.asarray(class_modes[k], np.float64).reshape(-1, 2) for k in ids]
+        owners = np.concatenate([[k] * len(m) for k, m in zip(ids, modes)]).astype(np.int64)
+        if probabilities is None:
+            weights = np.concatenate([np.full(len(m), 1.0 / len(m)) for m in modes])
+        else:
+            weights = np.concatenate([np.asarray(probabilities[k], np.float64) for k in ids])
+        if weights.shape != owners.shape:
+            raise ValueError("probabilities must give one value per mode of every class")
+        size = max(ids) + 1 if num_classes is None else num_classes
+        if max(ids) >= size:
+            raise ValueError(f"class {max(ids)} has modes but num_classes is {size}")
+        return cls(np.concatenate(modes), owners, weights, size)
+
+    def modes_of(self, class_id: int) -> np.ndarray:
+        """Indices (into ``modes``) of the modes of ``class_id``."""
+        return np.flatnonzero(self.mode_class == class_id)
+
+    @property
+    def chromatic_classes(self) -> list[int]:
+        """Classes with at least one mode away from (0, 0): the pixels palette accuracy scores."""
+        return sorted({int(c) for c, m in zip(self.mode_class, self.modes) if np.any(m != 0.0)})
+
+    @property
+    def multimodal_classes(self) -> list[int]:
+        """Classes with two or more modes."""
+        ids, counts = np.unique(self.mode_class, return_counts=True)
+        return [int(c) for c, n in zip(ids, counts) if n >= 2]
+
+    def nearest_mode(self, ab: np.ndarray) -> np.ndarray:
+        """Index of the nearest mode (Euclidean in ab) of each color: ab (..., 2) -> (...) int64."""
+        flat = np.asarray(ab, np.float32).reshape(-1, 2)
+        best = np.full(flat.shape[0], np.inf, np.float32)
+        index = np.zeros(flat.shape[0], np.int64)
+        for m, (a, b) in enumerate(self.modes.astype(np.float32)):  # a loop over M: no (P, M) array
+            distance = (flat[:, 0] - a) ** 2 + (flat[:, 1] - b) ** 2
+            closer = distance < best
+            best[closer], index[closer] = distance[closer], m
+        return index.reshape(np.asarray(ab).shape[:-1])
 
 
-def semantic_color_accuracy(
-    predicted_ab: np.ndarray, labels: np.ndarray, class_modes: dict[int, np.ndarray], threshold: float = 12.0,
-) -> float:
-    """Share of labeled pixels whose predicted ab lies within delta-E ``threshold`` of one of its class's
-    chroma modes (the synthetic world knows them). At the pixel's own lightness, delta-E (CIE76) between
-    two colors that differ only in chroma is the ab distance.
+def palette_confusion(predicted_ab: np.ndarray, labels: np.ndarray, palette: Palette) -> np.ndarray:
+    """(C, C) counts, C = palette.num_classes: row = the pixel's class, column = the class owning the mode
+    nearest to its predicted ab, among ALL classes' modes. Only labelled pixels of chromatic classes are
+    counted (255 and achromatic or mode-less classes are not).
 
-    predicted_ab: (..., 2) Lab units; labels: (...) class ids with 255 ignored; class_modes: class id ->
-    (M, 2) array of that class's (a, b) modes. Pixels of classes without modes are ignored. In [0, 1]."""
-    predicted_ab = np.asarray(predicted_ab, np.float64).reshape(-1, 2)
-    labels = np.asarray(labels).ravel()
-    hits = total = 0
-    for class_id, modes in class_modes.items():
-        mask = labels == class_id
-        if not mask.any():
-            continue
-        distances = _ab_distance_to_modes(predicted_ab[mask], np.asarray(modes, np.float64).reshape(-1, 2))
-        hits += int((distances <= threshold).sum())
-        total += int(mask.sum())
-    return hits / total if total else float("nan")
+    predicted_ab: (..., 2) Lab units; labels: (...) class ids, 255 ignored."""
+    labels = np.asarray(labels).reshape(-1).astype(np.int64)
+    scored = np.isin(labels, palette.chromatic_classes)
+    predicted = np.asarray(predicted_ab).reshape(-1, 2)[scored]
+    owner = palette.mode_class[palette.nearest_mode(predicted)]
+    size = palette.num_classes
+    return np.bincount(labels[scored] * size + owner, minlength=size * size).reshape(size, size)
 
 
-def mode_coverage(
-    sample_abs: Sequence[np.ndarray], labels: np.ndarray, class_modes: dict[int, np.ndarray], threshold: float = 12.0,
-) -> float:
-    """For multimodal classes, the share of a class's modes hit across k samples of the same image.
+def palette_accuracy(confusion: np.ndarray) -> float:
+    """Share of scored pixels whose nearest mode belongs to their own class (trace / total of a
+    ``palette_confusion``), in [0, 1]; nan when nothing was scored.
 
-    sample_abs: k predictions (H, W, 2) of one image; labels (H, W). For every multimodal class present
-    (two or more modes), each sample's median ab over the class's pixels hits the nearest mode if it is
-    within ``threshold``; coverage = modes hit / modes. Returns the mean over the classes present, in
-    [0, 1], or nan when no multimodal class is present."""
+    A constant color is nearest to one mode, so it scores at most the pixel share of one class; gray
+    (a = b = 0) lands on an achromatic class's mode and scores 0 where the world has one."""
+    confusion = np.asarray(confusion)
+    total = confusion.sum()
+    return float(np.trace(confusion) / total) if total else float("nan")
+
+
+def per_class_palette_accuracy(confusion: np.ndarray) -> np.ndarray:
+    """Row-normalized diagonal of a ``palette_confusion``: (C,) accuracy per class, nan for unscored rows."""
+    confusion = np.asarray(confusion, np.float64)
+    rows = confusion.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(rows > 0, np.diag(confusion) / rows, np.nan)
+
+
+def region_mode_counts(
+    sample_abs: Sequence[np.ndarray], labels: np.ndarray, palette: Palette, min_pixels: int = 25,
+) -> dict[int, np.ndarray]:
+    """How often k samples of one image paint each region of a multimodal class with each of its modes.
+
+    sample_abs: k predictions (H, W, 2) in Lab units of one image; labels (H, W), 255 ignored. A region is a
+    4-connected component of one multimodal class with at least ``min_pixels`` labelled pixels (the label
+    map's 255 band separates neighbouring regions). For each sample, the region's median ab is assigned to
+    its nearest mode among all classes' modes. Returns class id -> counts (M_c + 1,): one per mode of the
+    class, in palette order, and last the samples whose region landed on another class's mode."""
     labels = np.asarray(labels)
-    coverages = []
-    for class_id, modes in class_modes.items():
-        modes = np.asarray(modes, np.float64).reshape(-1, 2)
-        mask = labels == class_id
-        if len(modes) < 2 or not mask.any():
+    counts: dict[int, np.ndarray] = {}
+    for class_id in palette.multimodal_classes:
+        own = palette.modes_of(class_id)
+        pieces, count = ndimage.label(labels == class_id)
+        for piece in range(1, count + 1):
+            pixels = pieces == piece
+            if pixels.sum() < min_pixels:
+                continue
+            tally = counts.setdefault(class_id, np.zeros(len(own) + 1, np.int64))
+            for ab in sample_abs:
+                nearest = int(palette.nearest_mode(np.median(np.asarray(ab)[pixels], axis=0)))
+                position = np.flatnonzero(own == nearest)
+                tally[int(position[0]) if position.size else len(own)] += 1
+    return counts
+
+
+def mode_total_variation(counts: Mapping[int, np.ndarray], palette: Palette) -> float:
+    """Mean over classes of the total-variation distance between the observed mode frequencies (pooled
+    ``region_mode_counts``, last entry "another class's mode") and the class's true mode probabilities:
+    TV = 0.5 * (sum_m |f_m - p_m| + f_other), in [0, 1] (0: the world's frequencies exactly). nan without
+    counts."""
+    distances = []
+    for class_id, tally in counts.items():
+        total = tally.sum()
+        if total == 0:
             continue
-        hit = set()
-        for ab in sample_abs:
-            median = np.median(np.asarray(ab, np.float64)[mask], axis=0)
-            distances = np.linalg.norm(modes - median, axis=1)
-            if distances.min() <= threshold:
-                hit.add(int(distances.argmin()))
-        coverages.append(len(hit) / len(modes))
-    return float(np.mean(coverages)) if coverages else float("nan")
+        frequency = tally / total
+        truth = np.append(palette.mode_probability[palette.modes_of(class_id)], 0.0)
+        distances.append(0.5 * float(np.abs(frequency - truth).sum()))
+    return float(np.mean(distances)) if distances else float("nan")
+
+
+def single_mode_total_variation(classes: Sequence[int], palette: Palette) -> float:
+    """``mode_total_variation`` of a sampler that always paints a class's most likely mode: per class
+    1 - max_m p_m, averaged over ``classes`` (the multimodal classes present)."""
+    values = [1.0 - float(palette.mode_probability[palette.modes_of(c)].max()) for c in classes]
+    return float(np.mean(values)) if values else float("nan")

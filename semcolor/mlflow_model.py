@@ -27,6 +27,8 @@ CHECKPOINT_ARTIFACT = "checkpoint"
 # For the two-stream U-Net (sdc), the GridNet that predicts its semantic map travels in the same MLflow model
 # as a second artifact; ``predict`` then needs no map, and ``semcolor colorize --model`` finds it by itself.
 SEGMENTER_ARTIFACT = "segmenter"
+# the "models from code" file MLflow logs instead of a pickled CheckpointModel
+MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
 
 
 class CheckpointModel(PythonModel):
@@ -41,7 +43,7 @@ class CheckpointModel(PythonModel):
         segmenter = context.artifacts.get(SEGMENTER_ARTIFACT)
         self.segmenter = model_from_checkpoint(load_checkpoint(segmenter)) if segmenter else None
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None):
+    def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         import torch
 
         from semcolor.inference import predict_ab
@@ -100,6 +102,13 @@ def _model_directory(reference: str | Path) -> Path:
             )
     import mlflow
 
+    if text.startswith("models:/"):
+        from semcolor.registry import check_model_uri
+
+        try:  # a mistyped name or an unset alias: one line saying what exists, not MLflow's traceback
+            check_model_uri(text)
+        except LookupError as error:
+            raise FileNotFoundError(error.args[0]) from None
     return Path(mlflow.artifacts.download_artifacts(artifact_uri=text))
 
 

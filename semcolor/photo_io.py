@@ -24,7 +24,6 @@ onto a file the caller marked as an input.
 from __future__ import annotations
 
 import os
-import tempfile
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -33,6 +32,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from semcolor.atomic import atomic_output
 from semcolor.color import srgb_to_lab
 
 IMAGE_EXTENSIONS: frozenset[str] = frozenset({".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp"})
@@ -166,14 +166,17 @@ def read_label_map(path: str | Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np
         return np.array(image, dtype=np.uint8)
 
 
-def find_photos(inputs: Sequence[str | Path], exclude: Iterable[str | Path] = ()) -> list[tuple[Path, Path]]:
+def find_photos(inputs: Sequence[str | Path], exclude: Iterable[str | Path] = (),
+                skipped: list[Path] | None = None) -> list[tuple[Path, Path]]:
     """Expand files and directories into ``(photo, relative_output_stem_dir)`` pairs, in a stable order.
 
     A file given explicitly is taken whatever its extension (reading it reports a non-image). A directory
     is searched recursively for files with an ``IMAGE_EXTENSIONS`` suffix (case-insensitive), skipping
     anything under an ``exclude`` folder (the output folder, so a rerun does not colorize its own results).
     The second element is the photo's folder relative to the directory it was found in ("." for files
-    given directly), so outputs can mirror the input tree. A missing input raises PhotoError.
+    given directly), so outputs can mirror the input tree. A missing input raises PhotoError. ``skipped``, when
+    given, receives the files of searched directories left out for their extension (hidden files aside), so
+    that the caller can say so (a GIF is not silently ignored).
     """
     excluded = [Path(e).resolve() for e in exclude]
     found: list[tuple[Path, Path]] = []
@@ -185,6 +188,8 @@ def find_photos(inputs: Sequence[str | Path], exclude: Iterable[str | Path] = ()
                     continue
                 if candidate.is_file() and candidate.suffix.lower() in IMAGE_EXTENSIONS:
                     found.append((candidate, candidate.parent.relative_to(entry)))
+                elif skipped is not None and candidate.is_file() and not candidate.name.startswith("."):
+                    skipped.append(candidate)
         elif entry.exists():
             found.append((entry, Path(".")))
         else:
@@ -240,13 +245,6 @@ def write_image_atomic(
     if extension not in formats:
         known = ", ".join(sorted(formats))
         raise PhotoError(path, f"unknown output format {extension!r}; use one of {known}")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            image.save(handle, format=formats[extension])
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output(path) as handle:
+        image.save(handle, format=formats[extension])
     return path

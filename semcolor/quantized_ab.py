@@ -298,7 +298,7 @@ def bin_statistics_from_shards(
     """Bin distribution and rebalancing weights of a shard split, as plain (JSON-able) data.
 
     Reads ``<shard_dir>/manifest.json``'s ``splits[split]["shards"][i]["file"]`` in order, and the
-    ``<key>.lab.png`` of each sample (8-bit Lab codes; a = a8 - 128, b = b8 - 128); with ``max_samples``
+    Lab8 codes of each sample (``<key>.lab.npy``, or ``lab.png`` in format-1 shards; a = a8 - 128, b = b8 - 128); with ``max_samples``
     only the first that many samples in that order. Every pixel counts in its nearest bin; the counts are
     smoothed (``sigma``) into ``distribution`` and turned into ``weights`` (``lam``). Returns
     {format, grid, sigma, lambda, split, samples, pixels, shards, bins (Q x [a, b]), counts, distribution,

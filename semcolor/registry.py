@@ -1,6 +1,8 @@
 """The model registry: aliases per registered model, promotion with a record of what it replaced.
 
-Models are registered per family and variant as ``semcolor-<family>-<variant>`` (``pipeline.tracking``).
+Models are registered per family and variant as ``semcolor-<family>-<variant>``, the variant spelled with
+hyphens (``semcolor-psc-seg-only`` for the params variant ``seg_only``): ``registered_name`` makes the
+name, ``model_key`` turns it back into the ``<family>_<variant>`` key of checkpoints and metrics files.
 Two aliases mark a model's role: ``champion`` (the model in use; ``models:/<name>@champion`` is what
 ``semcolor colorize --model`` and evaluation load) and ``challenger`` (a candidate). ``promote`` moves an
 alias to a version and remembers the version it pointed at before, twice over: in the alias
@@ -19,11 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+REGISTERED_PREFIX = "semcolor-"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_PREFIX = "previous_"
 PREVIOUS_TAG_PREFIX = "semcolor.previous_"
-NO_PREVIOUS = "none"  # tag value when the alias pointed nowhere before the promotion
+NO_PREVIOUS = "none"
+METRIC_TAG_PREFIX = "semcolor.metric."  # version tag: the metric it scored when it was promoted  # tag value when the alias pointed nowhere before the promotion
 
 
 @dataclass(frozen=True)
@@ -44,6 +48,34 @@ class Promotion:
     @property
     def uri(self) -> str:
         return model_uri(self.name, self.alias)
+
+
+def registered_name(family: str, variant: str | None = None) -> str:
+    """The registry name of a model family and variant: ``semcolor-psc-full``, ``semcolor-psc-seg-only``
+    (variant ``seg_only``), ``semcolor-gridnet`` (no variant). Family names hold neither ``-`` nor ``_``."""
+    if not family or "-" in family:
+        raise ValueError(f"model family {family!r}: expected a name without '-', e.g. psc")
+    return REGISTERED_PREFIX + family + (f"-{variant.replace('_', '-')}" if variant else "")
+
+
+def split_registered_name(name: str) -> tuple[str, str | None]:
+    """``semcolor-<family>-<variant>`` -> (family, variant with ``_`` as in params.yaml); the variant is
+    None for ``semcolor-<family>``. Accepts the older ``_`` spelling (``semcolor-psc-seg_only``) too.
+    ValueError for a name without the prefix."""
+    if not name.startswith(REGISTERED_PREFIX) or len(name) == len(REGISTERED_PREFIX):
+        raise ValueError(f"registered model name {name!r} is not of the form semcolor-<family>-<variant>, "
+                         "e.g. semcolor-sdc-paper")
+    family, _, variant = name[len(REGISTERED_PREFIX):].partition("-")
+    return family, (variant.replace("-", "_") or None)
+
+
+def model_key(name: str) -> str:
+    """``semcolor-psc-seg-only`` -> ``psc_seg_only``: the model's key in ``metrics/evaluate.json``, the stem
+    of ``models/<key>.pt`` and of ``metrics/train/<key>.json``."""
+    family, variant = split_registered_name(name)
+    if variant is None:
+        raise ValueError(f"registered model name {name!r} names no variant (semcolor-<family>-<variant>)")
+    return f"{family}_{variant}"
 
 
 def model_uri(name: str, alias: str = CHAMPION) -> str:
@@ -67,12 +99,51 @@ def _versions(client: Any, name: str) -> list[str]:
     try:
         client.get_registered_model(name)
     except MlflowException:
-        known = sorted(model.name for model in client.search_registered_models(max_results=1000))
-        raise LookupError(
-            f"no registered model {name!r} in {client.tracking_uri}; registered: {known}"
-        ) from None
+        raise LookupError(_unknown_model_message(client, name)) from None
     versions = client.search_model_versions(filter_string=f"name = '{name}'", max_results=10000)
     return sorted((str(v.version) for v in versions), key=int)
+
+
+def _unknown_model_message(client: Any, name: str) -> str:
+    import difflib
+
+    known = sorted(model.name for model in client.search_registered_models(max_results=1000))
+    close = difflib.get_close_matches(name, known, n=1)
+    hint = f"did you mean {close[0]}? " if close else ""
+    return (f"no registered model {name!r} in {client.tracking_uri}; {hint}registered: "
+            + (", ".join(known) if known else "none (run the pipeline: dvc repro)"))
+
+
+def check_model_uri(uri: str, client: Any | None = None) -> None:
+    """Check that ``models:/<name>@<alias>`` or ``models:/<name>/<version>`` exists in the registry;
+    LookupError with one line saying what is missing and what to do (a close registered name, the
+    aliases and versions the model has, the ``semcolor promote`` command). Other URIs are not checked."""
+    from mlflow.exceptions import MlflowException
+
+    if not uri.startswith("models:/"):
+        return
+    body = uri[len("models:/"):].strip("/")
+    if "@" in body:
+        name, alias, version = *body.split("@", 1), None
+    else:
+        name, _, version = body.partition("/")
+        alias = None
+    client = _client(client)
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException:
+        raise LookupError(f"{uri}: " + _unknown_model_message(client, name)) from None
+    versions = sorted((str(v.version) for v in client.search_model_versions(
+        filter_string=f"name = '{name}'", max_results=10000)), key=int)
+    aliases = dict(getattr(model, "aliases", {}) or {})
+    if alias is not None and alias not in aliases:
+        have = ", ".join(f"{a} -> v{v}" for a, v in sorted(aliases.items())) or "none"
+        newest = versions[-1] if versions else "N"
+        raise LookupError(f"{uri}: {name} has no alias {alias!r} (aliases: {have}; versions: "
+                          f"{', '.join(versions) or 'none'}); set it with: semcolor promote {name} "
+                          f"--version {newest}" + (f" --alias {alias}" if alias != CHAMPION else ""))
+    if alias is None and version and version not in versions and version != "latest":
+        raise LookupError(f"{uri}: {name} has no version {version}; it has {', '.join(versions) or 'none'}")
 
 
 def get_by_alias(name: str, alias: str, client: Any | None = None) -> Any | None:
@@ -126,6 +197,27 @@ def rollback(name: str, alias: str = CHAMPION, client: Any | None = None) -> Pro
     if previous is None:
         raise LookupError(f"{name!r} has no alias {PREVIOUS_PREFIX + alias!r}: nothing to roll back to")
     return promote(name, previous.version, alias, client)
+
+
+def best_champion(family: str, metric: str, client: Any | None = None,
+                  higher_is_better: bool = True) -> str | None:
+    """``models:/<name>@champion`` of the family's registered model (``semcolor-<family>-*``) whose champion
+    scored best on ``metric`` (its version tag ``semcolor.metric.<metric>``, set when it was promoted); None
+    when no model of the family has a champion with that tag. E.g. ``best_champion("sdc",
+    "palette_accuracy")`` -> ``models:/semcolor-sdc-paper@champion``."""
+    client = _client(client)
+    prefix = registered_name(family) + "-"
+    scored: list[tuple[float, str]] = []
+    for model in client.search_registered_models(max_results=1000):
+        if not model.name.startswith(prefix):
+            continue
+        champion = get_by_alias(model.name, CHAMPION, client)
+        value = None if champion is None else (champion.tags or {}).get(METRIC_TAG_PREFIX + metric)
+        if value is not None:
+            scored.append((float(value) if higher_is_better else -float(value), model.name))
+    if not scored:
+        return None
+    return model_uri(max(scored)[1], CHAMPION)
 
 
 def checkpoint_for(name: str, alias: str = CHAMPION) -> Path:

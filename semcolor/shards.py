@@ -1,24 +1,35 @@
 """Convert a source split into byte-deterministic Lab WebDataset shards, and read them back.
 
-One sample is three tar members, always in this order::
+One sample is three tar members, always in this order (format 2, ``MANIFEST_FORMAT``)::
 
     <key>.json      {"source", "split", "original_id", "original_size": [W, H], "stored_size": [W, H], ...}
-    <key>.lab.png   uint8 (S, S, 3) 8-bit Lab codes, channel order L, a, b: L*255/100, a+128, b+128
-                    (rounded, clipped to [0, 255]), stored losslessly as a PNG of mode 'RGB' (the PNG does
-                    not know the bytes are Lab; decode with ``semcolor.color.decode_lab8``)
-    <key>.seg.png   uint8 (S, S) class indices, mode 'L', 255 = ignore
+    <key>.lab.npy   uint8 (3, S, S) 8-bit Lab code planes, channel-first L, a, b: L*255/100, a+128, b+128
+                    (rounded, clipped to [0, 255]), a NumPy .npy file (format 1.0, C order, no compression;
+                    decode the codes with ``semcolor.color.decode_lab8`` after moving the channels last)
+    <key>.seg.png   uint8 (S, S) class indices, a PNG of mode 'L', 255 = ignore
+
+Why raw planes for Lab and a PNG for the map (measured, ``bench/shards.py`` and ``bench/loader.py``): the
+loader must decode a 360 px sample in well under 2 ms to feed a GPU from a few cores; inflating its Lab
+PNG costs 2-3 ms (zlib inflate alone 1.7 ms), reading the .npy costs nothing. The price is disk: 380 KiB
+instead of 150-175 KiB per 360 px sample, 48 instead of 20-26 KiB at 128 px (photos). The map compresses
+~35x and decodes in a quarter of a millisecond, so it stays a PNG (rows unfiltered, zlib level 1). The
+planes are channel-first because the conversion computes them that way and the models take (C, H, W):
+crops and flips then read whole rows. Format 1 (``<key>.lab.png``, (S, S, 3) pixels in an RGB PNG) is still
+read by ``read_shard_samples`` and the loader.
 
 Geometry: the image is resized straight to S x S (the aspect ratio is NOT kept) with an antialiased
 bilinear (tent) filter, in sRGB, before the Lab conversion; the label is resized to S x S with nearest
 neighbour, so 255 stays 255 and no class index is invented. Stretching rather than shorter side + center
 crop is what both papers do (Pixelated Semantic Colorization: "rescale each image to 128 x 128";
 Semantic-driven Colorization: "scale ... to 360 x 360, randomly crop them to 352 x 352"), and it keeps
-every labelled pixel, where a crop would drop the borders.
+every labelled pixel, where a crop would drop the borders. A source with ``load_resized`` (the VOC-layout
+sources) decodes a JPEG at least twice the target in draft mode and resizes from there
+(``semcolor.sources._labels``); the others are loaded in full and resized here.
 
 Shard ``<split>-000000.tar`` holds the first ``samples_per_shard`` converted samples in sorted key order,
 and so on. The bytes depend only on the inputs and this code: fixed tar metadata (USTAR, mtime 0, uid/gid
-0, empty owner names, mode 0o644), fixed member order, deterministic PNG and JSON encoders; the work is
-split across processes in chunks and reassembled in key order, so any worker count gives the same files.
+0, empty owner names, mode 0o644), fixed member order, deterministic NPY, PNG and JSON encoders; the work
+is split across processes in chunks and reassembled in key order, so any worker count gives the same files.
 
 Bad inputs (``SampleError`` from ``Source.load``, or a sample whose label is not the size of its image)
 follow an explicit policy: ``on_error="raise"`` stops at the first one naming its key; ``"skip"`` leaves
@@ -29,16 +40,16 @@ finished build.
 
 from __future__ import annotations
 
+import ast
 import collections
 import ctypes
+import functools
 import hashlib
 import io
 import json
-import os
 import re
 import struct
 import tarfile
-import tempfile
 import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -51,60 +62,82 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from semcolor.atomic import write_text_atomic
-from semcolor.color import rgb8_to_lab8
+from semcolor.atomic import atomic_output, write_text_atomic
+from semcolor.color import rgb8_to_lab8_planar
+# IMAGE_RESAMPLE: the filter the shards are resized with, re-exported here where it used to live
+from semcolor.sources._labels import IMAGE_RESAMPLE, resize_image, resize_label  # noqa: F401
 from semcolor.sources.base import Item, Sample, SampleError, Source
 
 MANIFEST_NAME = "manifest.json"
-MANIFEST_FORMAT = "semcolor-lab-webdataset/1"
+# Format 2: <key>.lab.npy (raw channel-first Lab planes) replaces format 1's <key>.lab.png; the map's PNG
+# is written unfiltered. Readers accept both.
+FORMAT_VERSION = 2
+MANIFEST_FORMAT = f"semcolor-lab-webdataset/{FORMAT_VERSION}"
 
-# zlib level for both PNGs. Measured on 500x375 photos resized to 128 (bench/shards.py): level 1 encodes
+# zlib level of the PNGs. Measured on 500x375 photos resized to 128 (bench/shards.py): level 1 encodes
 # 3-5x faster than the default 6 for files about 15% larger; levels 2-9 buy a few percent more at several
 # times the cost. Encoding is a large share of the conversion time, so the fast level wins.
 PNG_COMPRESS_LEVEL = 1
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_FILTERS = {"none": 0, "up": 2}
+_NPY_MAGIC = b"\x93NUMPY"
+_NPY_ALIGN = 64  # numpy's own header alignment (numpy.lib.format.ARRAY_ALIGN)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
-
-# Antialiased: PIL widens the kernel with the scale factor when downsizing, so this is a tent filter over
-# the whole source footprint (torchvision's antialiased default too). Bicubic is a little sharper but
-# costs 1.6x as much (1.5 vs 0.9 ms for 500x375 -> 128, more than the JPEG decode itself).
-IMAGE_RESAMPLE = Image.Resampling.BILINEAR
 
 # The side stored on disk for a shard set named by its training size. The Semantic-driven Colorization
 # recipe trains on random 352 crops of 360x360 images; every other size is stored as it is trained.
 STORED_SIZES: Mapping[int, int] = {352: 360}
 
 LAB_ENCODING: Mapping[str, Any] = {
-    "file": "<key>.lab.png: PNG, mode RGB, whose three uint8 channels are the Lab8 codes (L, a, b)",
+    "file": "<key>.lab.npy: NumPy .npy format 1.0, dtype |u1, C order, shape (3, S, S): the Lab8 code "
+    "planes L, a, b (channel first), uncompressed",
+    "why": "decoding a 360 px Lab PNG costs 2-3 ms per sample in the loader, the .npy nothing; the price is "
+    "disk (about 2.3x a level-1 PNG on photos)",
     "L": "code = round(L * 255 / 100), L in [0, 100]",
     "a": "code = round(a + 128), a clipped to [-128, 127]",
     "b": "code = round(b + 128), b clipped to [-128, 127]",
     "decode": "L = code * 100 / 255, a = code - 128, b = code - 128 (semcolor.color.decode_lab8)",
     "colorspace": "CIE Lab, D65 white, 2-degree observer, from sRGB with sRGB companding",
 }
-LABEL_ENCODING = "<key>.seg.png: PNG, mode L, uint8 class index; nearest-neighbour resize"
+LABEL_ENCODING = ("<key>.seg.png: PNG, mode L (rows unfiltered, zlib level 1), uint8 class index; "
+                  "nearest-neighbour resize")
 RESIZE_DESCRIPTION = (
     "image: direct antialiased bilinear resize to stored_size x stored_size in sRGB (aspect ratio not kept), "
-    "then Lab; label: nearest-neighbour resize to the same size"
+    "then Lab; a JPEG at least twice stored_size on both sides is decoded in draft mode (libjpeg DCT scaling "
+    "by 1/2, 1/4 or 1/8, staying >= stored_size) and resized from there; label: nearest-neighbour resize to "
+    "the same size"
 )
 
 OnError = Literal["skip", "raise"]
 _SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_\-]+)-(?P<index>\d{6})\.tar$")
-_MEMBER_SUFFIXES = ("json", "lab.png", "seg.png")  # the fixed order of a sample's members in a shard
+_MEMBER_SUFFIXES = ("json", "lab.npy", "seg.png")  # the fixed order of a sample's members in a shard
+_FORMAT1_SUFFIXES = ("json", "lab.png", "seg.png")  # format 1, still read
 
 
 @dataclass(frozen=True)
 class ConvertedSample:
-    """One sample, encoded and ready for a shard. ``members`` are (suffix, bytes) in the fixed order."""
+    """One sample, encoded and ready for a shard. ``members`` are (suffix, bytes) in the fixed order.
+
+    ``lab_npy``: the format-2 Lab planes (``encode_npy``); ``lab_png``: a format-1 Lab PNG instead (for
+    callers that build format-1 shards by hand, e.g. test fixtures). Exactly one of the two is given."""
 
     key: str
     metadata_json: bytes
-    lab_png: bytes
     seg_png: bytes
+    lab_npy: bytes | None = None
+    lab_png: bytes | None = None
+
+    def __post_init__(self) -> None:
+        if (self.lab_npy is None) == (self.lab_png is None):
+            raise ValueError(
+                f"sample {self.key!r}: give exactly one of lab_npy (format 2) and lab_png (format 1)"
+            )
 
     @property
     def members(self) -> tuple[tuple[str, bytes], ...]:
-        return tuple(zip(_MEMBER_SUFFIXES, (self.metadata_json, self.lab_png, self.seg_png)))
+        if self.lab_npy is not None:
+            return tuple(zip(_MEMBER_SUFFIXES, (self.metadata_json, self.lab_npy, self.seg_png)))
+        return tuple(zip(_FORMAT1_SUFFIXES, (self.metadata_json, self.lab_png, self.seg_png)))
 
 
 @dataclass(frozen=True)
@@ -139,7 +172,8 @@ class SplitResult:
 class ShardSample:
     """A sample read back from a shard.
 
-    lab8: uint8 (S, S, 3) Lab8 codes (L, a, b; decode with ``semcolor.color.decode_lab8``).
+    lab8: uint8 (S, S, 3) Lab8 codes, channel last (L, a, b; decode with ``semcolor.color.decode_lab8``),
+    whatever the shard format stores.
     label: uint8 (S, S), class index or 255. metadata: the parsed ``<key>.json``."""
 
     key: str
@@ -176,24 +210,31 @@ def _png_chunk(kind: bytes, data: bytes) -> bytes:
     return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
 
 
-def encode_png(array: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL) -> bytes:
+def encode_png(array: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL, row_filter: str = "up") -> bytes:
     """Lossless PNG bytes of uint8 ``array``: (H, W) -> grayscale (PIL mode 'L'), (H, W, 3) -> truecolor
     (PIL mode 'RGB'; the channel bytes are stored as they are, whatever they mean).
 
-    A minimal standard PNG (IHDR, one IDAT, IEND; 8 bits, no interlace) with the "Up" filter on every row
-    and zlib at ``compress_level`` (0-9). Written here rather than with PIL because PIL tries all five filters
-    on every row: that costs more than the compression itself at level 1 (0.9 of 1.7 ms for a 128x128
-    Lab image) for files only ~5% smaller. Deterministic for a given array and zlib build."""
+    A minimal standard PNG (IHDR, one IDAT, IEND; 8 bits, no interlace) with the same filter on every
+    row - ``row_filter`` "up" (each byte minus the byte above it: photos) or "none" (label maps: their
+    repeated rows compress as well as LZ77 matches, and decode without an unfiltering pass) - and zlib at
+    ``compress_level`` (0-9). Written here rather than with PIL because PIL tries all five filters on every
+    row: that costs more than the compression itself at level 1 (0.9 of 1.7 ms for a 128x128 Lab image)
+    for files only ~5% smaller. Deterministic for a given array and zlib build."""
     if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
         raise ValueError(f"expected uint8 (H, W) or (H, W, 3), got {array.dtype} {array.shape}")
+    if row_filter not in _PNG_FILTERS:
+        raise ValueError(f"row_filter must be one of {sorted(_PNG_FILTERS)}, got {row_filter!r}")
     height, width = array.shape[:2]
     if height == 0 or width == 0:
         raise ValueError(f"cannot encode an empty image of shape {array.shape}")
     rows = array.reshape(height, -1)
     filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
-    filtered[:, 0] = 2  # filter type "Up": each byte minus the byte above it, modulo 256
-    filtered[0, 1:] = rows[0]
-    np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    filtered[:, 0] = _PNG_FILTERS[row_filter]
+    if row_filter == "up":  # modulo 256; the first row has nothing above it
+        filtered[0, 1:] = rows[0]
+        np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
+    else:
+        filtered[:, 1:] = rows
     color_type = 0 if array.ndim == 2 else 2  # grayscale / truecolor
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     return b"".join(
@@ -215,16 +256,57 @@ def decode_png(data: bytes) -> np.ndarray:
         return np.asarray(image, dtype=np.uint8).copy()
 
 
+def encode_npy(array: np.ndarray) -> bytes:
+    """NumPy ``.npy`` bytes (format 1.0, C order) of a uint8 array, header written here so the bytes
+    depend on nothing but the array: the same as ``numpy.save`` writes (tests/test_shards.py compares),
+    whatever numpy version is installed."""
+    if array.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 array, got {array.dtype}")
+    shape = repr(tuple(int(side) for side in array.shape))  # "(3, 128, 128)", as numpy writes it
+    header = "{'descr': '|u1', 'fortran_order': False, 'shape': " + shape + ", }"
+    padding = -(len(_NPY_MAGIC) + 4 + len(header) + 1) % _NPY_ALIGN
+    header_bytes = (header + " " * padding + "\n").encode("latin1")
+    return b"".join((_NPY_MAGIC, b"\x01\x00", struct.pack("<H", len(header_bytes)), header_bytes,
+                     np.ascontiguousarray(array).tobytes()))
+
+
+@functools.lru_cache(maxsize=64)
+def _npy_layout(prefix: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
+    """(dtype, shape, fortran_order) of a format-1.0 .npy header (magic through the header's newline).
+    Cached: every sample of a shard set has the same header, so each distinct one is parsed once."""
+    fields = ast.literal_eval(prefix[10:].decode("latin1"))
+    if not isinstance(fields, dict) or set(fields) != {"descr", "fortran_order", "shape"}:
+        raise ValueError(f"not a .npy header: {prefix[10:]!r}")
+    shape = tuple(int(side) for side in fields["shape"])
+    return np.dtype(fields["descr"]), shape, bool(fields["fortran_order"])
+
+
+def decode_npy(data: bytes) -> np.ndarray:
+    """The array of ``.npy`` bytes, as a read-only view of ``data`` (no copy) for format 1.0 headers;
+    any other version goes through ``numpy.load``. ValueError for bytes that are not a plain .npy."""
+    if data[:6] != _NPY_MAGIC:
+        raise ValueError("not a .npy file (bad magic)")
+    if data[6:8] != b"\x01\x00":
+        array = np.load(io.BytesIO(data), allow_pickle=False)
+        return array
+    (header_length,) = struct.unpack("<H", data[8:10])
+    dtype, shape, fortran = _npy_layout(bytes(data[: 10 + header_length]))
+    if dtype.hasobject:
+        raise ValueError(".npy holds Python objects; refusing to unpickle")
+    count = int(np.prod(shape, dtype=np.int64))
+    if len(data) != 10 + header_length + count * dtype.itemsize:
+        raise ValueError(f".npy of shape {shape} {dtype} has {len(data)} bytes, not "
+                         f"{10 + header_length + count * dtype.itemsize}")
+    array = np.frombuffer(data, dtype=dtype, count=count, offset=10 + header_length)
+    return array.reshape(shape, order="F" if fortran else "C")
+
+
 def resize_sample(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """``image`` uint8 (H, W, 3) sRGB and ``label`` uint8 (H, W) resized to ``size`` x ``size``.
 
     The image: antialiased bilinear in 8-bit sRGB (aspect ratio not kept); the label: nearest neighbour,
     so every output value (255 included) is one of the input values."""
-    if image.shape[:2] == (size, size):
-        return image, label
-    resized_image = Image.fromarray(image, mode="RGB").resize((size, size), IMAGE_RESAMPLE)
-    resized_label = Image.fromarray(label, mode="L").resize((size, size), Image.Resampling.NEAREST)
-    return np.asarray(resized_image), np.asarray(resized_label)
+    return resize_image(image, size), resize_label(label, size)
 
 
 def _json_bytes(value: Any) -> bytes:
@@ -250,34 +332,61 @@ def _check_sample(sample: Sample) -> str | None:
     return None
 
 
+def resized_loader(source: Source) -> Callable[[Item, int], Sample] | None:
+    """``source.load_resized`` when the source decodes straight to a target size, else None.
+
+    The protocol: ``load_resized(item, size)`` returns a Sample whose image (size, size, 3) and label
+    (size, size) are what ``load`` + ``resize_sample`` would store (up to the documented draft-mode
+    difference for large JPEGs), with the same checks and SampleErrors, and ``metadata['original_size']``
+    the file's own [width, height]. A subclass that overrides ``load`` but not ``load_resized`` (it adds
+    to or changes the sample, as the synthetic world adds its facts) goes through its ``load``."""
+    method = getattr(type(source), "load_resized", None)
+    if method is None:
+        return None
+    mro = type(source).__mro__
+    load_owner = next(cls for cls in mro if "load" in vars(cls))
+    resized_owner = next(cls for cls in mro if "load_resized" in vars(cls))
+    return source.load_resized if issubclass(resized_owner, load_owner) else None
+
+
 def convert_item(source: Source, item: Item, size: int) -> ConvertedSample | Skipped:
-    """Load ``item`` with ``source.load`` and encode it at ``size`` x ``size`` pixels (the stored size).
+    """Load ``item`` (``source.load_resized`` where it has one, see ``resized_loader``, else
+    ``source.load`` + ``resize_sample``) and encode it at ``size`` x ``size`` pixels (the stored size).
 
     Returns ``Skipped(key, reason)`` for bad data (``SampleError`` from the source, or a label of another
     size than its image); any other exception is a bug and propagates."""
     _keep_freed_buffers()
+    load_resized = resized_loader(source)
     try:
-        sample = source.load(item)
+        sample = source.load(item) if load_resized is None else load_resized(item, size)
     except SampleError as error:
         return Skipped(item.key, error.reason)
     problem = _check_sample(sample)
     if problem is not None:
         return Skipped(item.key, f"{problem} ({', '.join(item.paths)})")
-    height, width = sample.image.shape[:2]
-    image, label = resize_sample(sample.image, sample.label, size)
+    if load_resized is None:
+        height, width = sample.image.shape[:2]
+        original_size = [int(width), int(height)]
+        image, label = resize_sample(sample.image, sample.label, size)
+    else:
+        original_size = [int(side) for side in sample.metadata["original_size"]]
+        image, label = sample.image, sample.label
+        if image.shape[:2] != (size, size):
+            raise ValueError(f"{type(source).__name__}.load_resized({item.key!r}, {size}) returned "
+                             f"{image.shape[1]}x{image.shape[0]} pixels")
     metadata = {
         **sample.metadata,
         "source": source.name,
         "split": item.split,
         "original_id": item.original_id,
-        "original_size": [int(width), int(height)],
+        "original_size": original_size,
         "stored_size": [size, size],
     }
     return ConvertedSample(
         key=item.key,
         metadata_json=_json_bytes(metadata),
-        lab_png=encode_png(rgb8_to_lab8(np.ascontiguousarray(image))),
-        seg_png=encode_png(np.ascontiguousarray(label)),
+        lab_npy=encode_npy(rgb8_to_lab8_planar(np.ascontiguousarray(image))),
+        seg_png=encode_png(np.ascontiguousarray(label), row_filter="none"),
     )
 
 
@@ -338,21 +447,13 @@ def write_shard(samples: Iterable[ConvertedSample], path: str | Path) -> ShardIn
     ``path`` and renamed over it only when complete."""
     path = Path(path)
     count = 0
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-                for sample in samples:
-                    for suffix, data in sample.members:
-                        tar.addfile(_tar_info(f"{sample.key}.{suffix}", len(data)), io.BytesIO(data))
-                    count += 1
-        os.chmod(temporary, 0o644)
-        sha256 = _sha256_of(Path(temporary))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
-    return ShardInfo(file=path.name, samples=count, sha256=sha256)
+    with atomic_output(path) as stream:
+        with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+            for sample in samples:
+                for suffix, data in sample.members:
+                    tar.addfile(_tar_info(f"{sample.key}.{suffix}", len(data)), io.BytesIO(data))
+                count += 1
+    return ShardInfo(file=path.name, samples=count, sha256=_sha256_of(path))
 
 
 def shard_name(split: str, index: int) -> str:
@@ -661,6 +762,7 @@ def manifest_data(
     description = dict(source_description)
     return {
         "format": MANIFEST_FORMAT,
+        "format_version": FORMAT_VERSION,
         "source": description.get("source"),
         "size": size,
         "stored_size": [stored_size, stored_size],
@@ -749,13 +851,35 @@ def read_shard_samples(path: str | Path) -> Iterator[ShardSample]:
 
 
 def _shard_sample(path: Path, key: str, members: Mapping[str, bytes]) -> ShardSample:
-    if sorted(members) != sorted(_MEMBER_SUFFIXES):
+    suffixes = sorted(members)
+    if suffixes not in (sorted(_MEMBER_SUFFIXES), sorted(_FORMAT1_SUFFIXES)):
         raise ValueError(
-            f"{path}: sample {key!r} has members {sorted(members)}, expected {list(_MEMBER_SUFFIXES)}"
+            f"{path}: sample {key!r} has members {suffixes}, expected {list(_MEMBER_SUFFIXES)} "
+            f"(or format 1's {list(_FORMAT1_SUFFIXES)})"
         )
+    try:
+        lab8 = decode_lab_member(members)
+    except ValueError as error:
+        raise ValueError(f"{path}: sample {key!r}: {error}") from None
     return ShardSample(
         key=key,
-        lab8=decode_png(members["lab.png"]),
+        lab8=np.moveaxis(lab8, 0, -1).copy(order="C"),  # channel last, writable
         label=decode_png(members["seg.png"]),
         metadata=json.loads(members["json"]),
     )
+
+
+def decode_lab_member(members: Mapping[str, bytes]) -> np.ndarray:
+    """The Lab8 code planes, uint8 (3, S, S), of a sample's members: ``lab.npy`` (format 2, a read-only
+    view of its bytes) or ``lab.png`` (format 1, channel-last pixels, moved first). ValueError for an
+    array of another type or shape; KeyError when the sample has neither member."""
+    if "lab.npy" in members:
+        planes = decode_npy(members["lab.npy"])
+        if planes.dtype != np.uint8 or planes.ndim != 3 or planes.shape[0] != 3:
+            raise ValueError(f"lab.npy must be uint8 (3, S, S), got {planes.dtype} {planes.shape}")
+        return planes
+    if "lab.png" in members:
+        with Image.open(io.BytesIO(members["lab.png"])) as image:
+            pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
+        return pixels.transpose(2, 0, 1)
+    raise KeyError("lab.npy")

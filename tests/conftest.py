@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,8 @@ os.environ.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
+# verified shards are remembered in a per-session folder, not in the user's ~/.cache/semcolor
+os.environ.setdefault("SEMCOLOR_CACHE_DIR", tempfile.mkdtemp(prefix="semcolor-test-cache-"))
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DIR = Path(os.environ.get("SEMCOLOR_SHARED_DIR", REPO_ROOT.parent / "shared"))
@@ -43,3 +46,12 @@ def prefect_harness():
 
     with prefect_test_harness(server_startup_timeout=None):
         yield
+
+
+@pytest.fixture(scope="session")
+def demo_project(tmp_path_factory, migrated_mlflow_db, shared_dir) -> Path:
+    """The project after a tiny `make demo` (tests.project_repo.build_demo_like_project), built once per
+    session for the tests that read it (the end-to-end checks, the README's commands)."""
+    from tests.project_repo import build_demo_like_project
+
+    return build_demo_like_project(tmp_path_factory.mktemp("demo"), migrated_mlflow_db, shared_dir)

@@ -4,8 +4,8 @@
     run_dvc(repo, "repro", env={"PREFECT_API_URL": url})
     run_git(repo, "add", "-A"); git_commit(repo, "built")
 
-The copy holds the pipeline files (dvc.yaml, params.yaml, .dvc/config, .dvc/.gitignore, .dvcignore,
-.gitignore, data/checksums/ if present) and the `pipeline/` and `semcolor/` trees that dvc.yaml lists as
+The copy holds the pipeline files (dvc.yaml, params.yaml, .dvc/config, .dvc/.gitignore, the offline plots
+template, .dvcignore, .gitignore, data/checksums/ if present) and the `pipeline/` and `semcolor/` trees that dvc.yaml lists as
 deps, so their hashes are real. Stages run `python -m pipeline...` from the copy's root, so they import the
 copied code (the same files as the editable install of the checkout). params.yaml is the project's,
 deep-merged with ``TINY_PARAMS`` (a synthetic world of 24 + 8 images of 64 px, 128 px shards of 8 samples)
@@ -34,8 +34,9 @@ PROJECT_ROOT = Path(__file__).resolve().parents[1]
 
 # Files and trees a pipeline run needs (dvc.yaml hashes pipeline/ and semcolor/ as deps). Missing optional
 # entries (data/checksums before any real download) are skipped.
-PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvcignore", ".gitignore")
-PROJECT_TREES = ("pipeline", "semcolor", "data/checksums")
+PROJECT_FILES = ("dvc.yaml", "params.yaml", ".dvc/config", ".dvc/.gitignore", ".dvc/plots/offline.html",
+                 ".dvcignore", ".gitignore", "metrics/seeds/README.md")  # the claims stage depends on metrics/seeds
+PROJECT_TREES = ("pipeline", "semcolor", "configs", "data/checksums")
 _SKIPPED_IN_TREES = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info", ".pytest_cache")
 
 # A world that generates, extracts and shards in a few seconds on one core. Sizes: only 128 (a 352 build
@@ -44,6 +45,21 @@ TINY_PARAMS: dict[str, Any] = {
     "data": {"sources": ["synthetic"], "sizes": [128]},
     "sources": {"synthetic": {"seed": 0, "num_train": 24, "num_val": 8, "image_size": 64}},
     "shards": {"samples_per_shard": 8, "workers": 1},
+}
+
+# Every model at a few steps and tiny widths, evaluation on a handful of images: the whole pipeline in
+# minutes (merged as `overrides` of make_project_repo).
+TRAIN_TINY = {"steps": 3, "log_every": 1, "checkpoint_every": 2, "threads": 1}
+LOADER_TINY = {"batch_size": 4, "workers": 0, "shuffle_buffer": 8}
+TINY_PIPELINE = {
+    "train_psc": {"loader": {**LOADER_TINY, "crop": 32}, "train": TRAIN_TINY,
+                  "model": {"width": 0.03125, "generator_layers": 1, "generator_channels": 8, "num_mixtures": 2}},
+    "train_gridnet": {"loader": {**LOADER_TINY, "crop": 32}, "train": TRAIN_TINY, "model": {"width": 0.125}},
+    "train_sdc": {"loader": {**LOADER_TINY, "crop": 64}, "train": TRAIN_TINY, "model": {"width": 0.0625}},
+    "train_cls": {"loader": {**LOADER_TINY, "crop": 64}, "train": TRAIN_TINY,
+                  "model": {"width": 0.0625, "discriminator_width": 0.0625}},
+    "evaluate": {"max_images": 8, "sample_images": 2, "samples": 2, "batch_size": 8, "grid_images": 2,
+                 "sweep_images": 2, "sweep_temperatures": [1.0, 0.6], "jitter": {"levels": [0.0, 1.0]}},
 }
 
 GIT_IDENTITY = {
@@ -193,3 +209,30 @@ def tree_digests(root: Path) -> dict[str, str]:
         path.relative_to(root).as_posix(): hashlib.sha256(path.read_bytes()).hexdigest()
         for path in sorted(root.rglob("*")) if path.is_file()
     }
+
+
+# the photos of ../shared/photos a demo-like project sees: three 352 px ones (the README names the first)
+DEMO_PHOTOS = ("lusitania-wiki-common.png", "colton-sturgeon--Izy1v9Roeg-unsplash.png",
+               "brian-61OqtzLUWko-unsplash.png")
+
+
+def build_demo_like_project(root: Path, mlflow_template: Path, shared_dir: Path,
+                            timeout: float = 2400.0) -> Path:
+    """``root/project``: the project after a tiny `make demo`, laid out as a user has it - `dvc repro` of
+    TINY_PIPELINE (one Prefect server for all stages), then ``python -m pipeline.champions``; the MLflow
+    store is the default ``mlflow.db`` in the project (copied from ``mlflow_template``), ``../shared/photos``
+    holds DEMO_PHOTOS of ``shared_dir`` (links) and ``.venv`` links to this checkout's environment.
+    Committed afterwards."""
+    from pipeline.prefect_server import prefect_server
+
+    (root / "shared" / "photos").mkdir(parents=True)
+    for name in DEMO_PHOTOS:
+        (root / "shared" / "photos" / name).symlink_to(Path(shared_dir).resolve() / "photos" / name)
+    repo = make_project_repo(root, TINY_PIPELINE)
+    shutil.copyfile(mlflow_template, repo / "mlflow.db")
+    (repo / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
+    with prefect_server() as url:
+        run_dvc(repo, "repro", env={"PREFECT_API_URL": url}, timeout=timeout)
+    run_command(repo, sys.executable, "-m", "pipeline.champions")
+    git_commit(repo, "after a tiny make demo")
+    return repo

@@ -222,7 +222,8 @@ def test_stage_groups() -> None:
 
 
 def test_direction_of_metrics() -> None:
-    assert higher_is_better("psnr") and higher_is_better("semantic_color_accuracy")
+    assert higher_is_better("psnr") and higher_is_better("palette_accuracy")
+    assert not higher_is_better("mode_tv") and not higher_is_better("seg_twin_confusion")
     assert higher_is_better("auc_ab") and higher_is_better("colorfulness")
     assert not higher_is_better("final_loss") and not higher_is_better("ciede2000")
     assert not higher_is_better("fid") and not higher_is_better("delta_colorfulness")
@@ -250,11 +251,35 @@ def _summary(run_id: str, variant: str, psnr: float | None, lr: str, width: str 
 
 def test_key_params_are_defaults_present_and_differing_ones() -> None:
     runs = [_summary("a" * 32, "full", 1.0, "0.001"), _summary("b" * 32, "plain", 2.0, "0.01")]
+    assert key_params(runs) == ["train.lr"]  # model.width is 0.5 in both: it tells nothing apart
+    runs.append(_summary("c" * 32, "embed", 3.0, "0.01", width="0.25"))
     assert key_params(runs) == ["model.width", "train.lr"]
     runs = [RunSummary("c", "e", "s", "f", "v", "d", params={"x.same": "1", "x.differs": "1", "x.only": "3"}),
             RunSummary("d", "e", "s", "f", "v", "d", params={"x.same": "1", "x.differs": "2"})]
     assert key_params(runs) == ["x.differs"]
     assert key_params(runs, ["x.same"]) == ["x.same"]
+    many = [RunSummary(str(i), "e", "s", "f", "v", "d", params={f"p{k}": str(i) for k in range(9)})
+            for i in range(2)]
+    assert key_params(many) == ["p0", "p1", "p2", "p3"]  # at most MAX_PARAMS columns by default
+
+
+def test_default_metric_columns_are_the_headline_ones() -> None:
+    runs = [RunSummary("a", "e", "evaluate/psc_full", "psc", "full", "d",
+                       metrics={"psnr": 20.0, "ssim": 0.8, "palette_accuracy": 0.5, "auc_ab": 0.9}),
+            RunSummary("b", "e", "evaluate/gridnet_gray", "gridnet", "gray", "d", metrics={"seg_miou": 0.4})]
+    assert compare.metric_columns(runs) == ["palette_accuracy", "psnr", "seg_miou"]
+    assert compare.metric_columns(runs, sort_metric="ssim") == ["ssim", "palette_accuracy", "psnr",
+                                                                "seg_miou"]
+    assert compare.metric_columns(runs, ["all"]) == ["auc_ab", "palette_accuracy", "psnr", "seg_miou",
+                                                     "ssim"]
+
+
+def test_runs_group_by_kind_evaluation_first() -> None:
+    runs = [RunSummary(i, "e", stage, "psc", "full", "d") for i, stage in
+            [("1", "train_psc@full"), ("2", "evaluate/psc_full"), ("3", "ab_bins"), ("4", "train_sdc@paper")]]
+    groups = compare.group_by_kind(runs)
+    assert list(groups) == ["evaluate", "train", "other"]
+    assert [run.run_id for run in groups["train"]] == ["1", "4"]
 
 
 def test_csv_is_parseable_with_full_precision() -> None:
@@ -273,16 +298,19 @@ def test_markdown_and_text_shapes() -> None:
     table = build_table(runs, ["train.lr"], ["psnr"])
     lines = format_table(table, "markdown").splitlines()
     assert len(lines) == 4
+    assert lines[0] == "| run_id | experiment | stage | family | variant | dataset | train.lr | psnr |"
     assert lines[1] == "| --- | --- | --- | --- | --- | --- | --- | ---: |"
     assert all(line.startswith("| ") and line.endswith(" |") for line in lines)
     # 8 columns; the '|' in voc|2012 is escaped
     assert all(line.replace("\\|", "").count("|") == 9 for line in lines)
     assert lines[2] == "| aaaaaaaa | semcolor | evaluate | psc | full | voc\\|2012 | 0.001 | 21.12 |"
     text = format_table(table, "table").splitlines()
-    assert text[0].split() == list(table.columns) and set(text[1]) == {"-", " "}
+    # headers for people: without the params./metrics. prefixes
+    assert text[0].split() == [*table.columns[:6], "train.lr", "psnr"] and set(text[1]) == {"-", " "}
     assert text[2].split() == [
         "aaaaaaaa", "semcolor", "evaluate", "psc", "full", "voc|2012", "0.001", "21.12"]
-    assert text[0].index("metrics.psnr") + len("metrics.psnr") == len(text[2])  # numbers right-aligned
+    assert text[0].index("psnr") + len("psnr") == len(text[2])  # numbers right-aligned
+    assert compare.short_headers(["params.loss", "metrics.loss"]) == ["params.loss", "metrics.loss"]
     with pytest.raises(ValueError, match="table, markdown, csv"):
         format_table(ComparisonTable((), ()), "html")
 
@@ -308,15 +336,27 @@ def test_command_markdown_of_training_runs(use_store: dict, capsys: pytest.Captu
     assert status == 0
     lines = out.splitlines()
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    for column in ("family", "variant", "dataset", "params.model_name", "params.data.size",
-                   "params.model.width", "params.train.steps", "params.train.lr", "params.loader.batch_size",
-                   "metrics.final_loss"):
-        assert column in header
-    assert [c for c in header if c.startswith("metrics.")][0] == "metrics.final_loss"  # the sort metric first
+    # one experiment: no experiment column; params: only those that differ (seed, source); headline metrics
+    assert header == ["run_id", "stage", "family", "variant", "dataset", "data.source", "train.seed",
+                      "final_loss"]
     rows = [[cell.strip() for cell in line.strip("|").split("|")] for line in lines[2:]]
     datasets = [row[header.index("dataset")] for row in rows]
     assert datasets == ["synthetic", "voc2012"]  # final_loss 0.6 before 0.7
-    assert {row[header.index("params.train.seed")] for row in rows} == {"0", "2"}  # differing params shown
+    assert {row[header.index("train.seed")] for row in rows} == {"0", "2"}  # differing params shown
+
+
+def test_command_default_table_is_one_narrow_table_per_kind(use_store: dict,
+                                                            capsys: pytest.CaptureFixture) -> None:
+    status, out, _ = run_cli(["compare", "--experiment", "semcolor"], capsys)
+    assert status == 0
+    sections = out.split("\n\n")
+    assert [section.splitlines()[0] for section in sections] == ["evaluation runs (4)", "training runs (3)"]
+    evaluation = sections[0].splitlines()
+    # the differing params (the evaluated model, the source) and the headline metrics the runs have, not
+    # ssim or auc_ab
+    assert evaluation[1].split() == ["run_id", "stage", "family", "variant", "dataset", "models", "source",
+                                     "psnr", "ciede2000"]
+    assert max(len(line) for line in out.splitlines()) < 120
 
 
 def test_command_exit_statuses(use_store: dict, capsys: pytest.CaptureFixture, tmp_path: Path) -> None:
@@ -362,7 +402,7 @@ def test_grid_image_layout_and_tiles(use_store: dict, shards: Path, tmp_path: Pa
               GridModel("sdc", f"models:/semcolor-sdc-paper/{use_store['sdc_synthetic'].version}"),
               GridModel("sdc semantic", str(semantic))]
     grid, names = comparison_grid(models, shards, images=VAL_IMAGES, progress=False)
-    assert names == ["gray", "real", "psc by uri", "psc by file", "sdc", "sdc semantic"]
+    assert names == ["gray", "real", "psc by uri fast", "psc by file fast", "sdc", "sdc semantic"]
     assert grid.shape == (LABEL_HEIGHT + VAL_IMAGES * TILE, 6 * TILE, 3) and grid.dtype == np.uint8
 
     def tile(row: int, column: int) -> np.ndarray:
@@ -392,5 +432,5 @@ def test_command_writes_the_grid(use_store: dict, shards: Path, tmp_path: Path,
     assert status == 0, err
     with Image.open(out) as image:
         assert image.size == (4 * TILE, LABEL_HEIGHT + 2 * TILE)
-        assert image.text["Description"] == "gray | real | psc-plain v1 | sdc-paper v1"
+        assert image.text["Description"] == "gray | real | psc-plain v1 fast | sdc-paper v1"
     assert str(out) in err

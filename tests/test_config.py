@@ -58,3 +58,19 @@ def test_rejects_bad_values_naming_the_key(mapping, message):
 def test_optional_accepts_none_and_value():
     assert load_config(Outer, {"steps": 1, "address": None}).address is None
     assert load_config(Outer, {"steps": 1, "address": "tcp://x:8786"}).address == "tcp://x:8786"
+
+
+def test_yaml_scientific_notation_is_a_float():
+    """PyYAML (YAML 1.1) reads `1e-3` as the string '1e-3'; a float field takes it as the number."""
+    import yaml
+
+    mapping = yaml.safe_load("steps: 1\ninner: {rate: 1e-3}\n")
+    assert mapping["inner"]["rate"] == "1e-3"  # what PyYAML gives
+    assert load_config(Outer, mapping, "train").inner.rate == 0.001
+    for text in ("2E+4", "-5e-1", ".5e2", "1.5e-3"):
+        assert load_config(Inner, {"rate": text}).rate == float(text)
+    for bad in ("fast", "1e", "nan", "inf", "1_000", "0x10", ""):
+        with pytest.raises(ConfigError, match="train.rate"):
+            load_config(Inner, {"rate": bad}, "train")
+    with pytest.raises(ConfigError, match="train.steps"):  # an integer field still wants an integer
+        load_config(Outer, {"steps": "1e3"}, "train")

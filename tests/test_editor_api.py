@@ -31,25 +31,30 @@ def one_thread():
 
 
 class Client:
-    """Raw HTTP against the server (http.client, so tests can send malformed requests too)."""
+    """Raw HTTP against the server (http.client, so tests can send malformed requests too). POSTs carry the
+    server's own Origin, as a browser sends for the page's requests, unless ``headers`` say otherwise
+    (``"Origin": None`` leaves it out). Response headers are case-insensitive (an ``HTTPMessage``)."""
 
     def __init__(self, server: EditorHTTPServer) -> None:
         self.host, self.port = server.server_address[:2]
+        self.origin = server.url.rstrip("/")
 
     def request(self, method: str, path: str, body: bytes | None = None, headers: dict | None = None,
                 skip_length: bool = False) -> tuple[int, dict, bytes]:
+        headers = {**({"Origin": self.origin} if method == "POST" else {}), **(headers or {})}
+        headers = {k: v for k, v in headers.items() if v is not None}
         connection = http.client.HTTPConnection(self.host, self.port, timeout=60)
         try:
-            connection.putrequest(method, path, skip_host="Host" in (headers or {}))
-            for key, value in (headers or {}).items():
+            connection.putrequest(method, path, skip_host="Host" in headers)
+            for key, value in headers.items():
                 connection.putheader(key, value)
-            if body is not None and not skip_length and "Content-Length" not in (headers or {}):
+            if body is not None and not skip_length and "Content-Length" not in headers:
                 connection.putheader("Content-Length", str(len(body)))
             connection.endheaders()
             if body:
                 connection.send(body)
             response = connection.getresponse()
-            return response.status, dict(response.getheaders()), response.read()
+            return response.status, response.msg, response.read()
         finally:
             connection.close()
 

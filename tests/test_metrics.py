@@ -84,25 +84,107 @@ def test_miou_known_confusion_and_ignore():
         metrics.confusion_matrix(prediction, np.full_like(target, 7), num_classes=2)
 
 
-def test_semantic_color_accuracy_counts_pixels_near_a_class_mode():
-    labels = np.array([[1, 1, 2, 2], [255, 255, 3, 3]])
-    modes = {1: np.array([[50.0, 0.0]]), 2: np.array([[-40.0, 30.0], [20.0, 60.0]])}
-    predicted = np.zeros((2, 4, 2))
-    predicted[0, 0] = [50, 5]  # class 1, 5 away: hit
-    predicted[0, 1] = [30, 0]  # class 1, 20 away: miss
-    predicted[0, 2] = [20, 55]  # class 2, near its second mode: hit
-    predicted[0, 3] = [0, 0]  # class 2, far from both: miss
-    # class 3 has no modes and 255 is ignored -> 2 hits of 4 labeled pixels
-    assert metrics.semantic_color_accuracy(predicted, labels, modes) == pytest.approx(0.5)
+def _toy_palette() -> metrics.Palette:
+    # class 0 achromatic, class 1 one mode, class 2 two modes (p 0.75 / 0.25), class 3 no modes
+    return metrics.Palette.from_class_modes(
+        {0: np.array([[0.0, 0.0]]), 1: np.array([[50.0, 0.0]]), 2: np.array([[-40.0, 30.0], [20.0, 60.0]])},
+        {0: [1.0], 1: [1.0], 2: [0.75, 0.25]}, num_classes=4)
 
 
-def test_mode_coverage_counts_distinct_modes_hit_across_samples():
-    labels = np.zeros((4, 4), np.int64)
-    labels[:2] = 5
-    modes = {5: np.array([[60.0, 40.0], [-20.0, -50.0], [0.0, 70.0]]), 0: np.array([[0.0, 0.0]])}
-    red, blue = np.zeros((4, 4, 2)), np.zeros((4, 4, 2))
-    red[:2] = [58, 41]
-    blue[:2] = [-22, -48]
-    assert metrics.mode_coverage([red, red, red], labels, modes) == pytest.approx(1 / 3)
-    assert metrics.mode_coverage([red, blue, red], labels, modes) == pytest.approx(2 / 3)
-    assert np.isnan(metrics.mode_coverage([red], np.zeros((4, 4), np.int64), modes))  # no multimodal class
+def test_palette_confusion_assigns_each_pixel_to_the_nearest_mode_of_all_classes():
+    palette = _toy_palette()
+    labels = np.array([[1, 1, 2, 2, 0], [255, 3, 2, 1, 2]])
+    predicted = np.zeros((2, 5, 2))
+    predicted[0, 0] = [45, 5]  # class 1 near its own mode: right
+    predicted[0, 1] = [-35, 25]  # class 1 painted like class 2: wrong, column 2
+    predicted[0, 2] = [18, 58]  # class 2 on its second mode: right
+    predicted[0, 3] = [3, 2]  # class 2 painted gray: lands on class 0's mode, wrong
+    predicted[0, 4] = [50, 0]  # achromatic class 0: not scored
+    predicted[1, 2] = [40, 10]  # class 2 near class 1's mode: wrong
+    predicted[1, 3] = [60, -10]  # class 1: right
+    predicted[1, 4] = [-40, 31]  # class 2: right
+    confusion = metrics.palette_confusion(predicted, labels, palette)
+    assert confusion.shape == (4, 4) and confusion.sum() == 7  # 255, class 3 (no modes), class 0 not scored
+    assert confusion[1].tolist() == [0, 2, 1, 0] and confusion[2].tolist() == [1, 1, 2, 0]
+    assert confusion[0].sum() == confusion[3].sum() == 0
+    assert metrics.palette_accuracy(confusion) == pytest.approx(4 / 7)
+    per_class = metrics.per_class_palette_accuracy(confusion)
+    assert per_class[1] == pytest.approx(2 / 3) and per_class[2] == pytest.approx(0.5) and np.isnan(per_class[0])
+    assert np.isnan(metrics.palette_accuracy(np.zeros((4, 4))))
+
+
+def test_a_constant_color_cannot_score_more_than_one_class_share_on_the_world():
+    """On generated world images: the real colors score >= 0.99; every constant ab (a 5-unit grid over
+    [-60, 60]^2 and every mode of the world) scores at most the largest chromatic class's pixel share (< 0.4), which is what the best
+    constant reaches; gray scores 0 (it is the stone's mode). A metric that counted "near any mode of the
+    pixel's class" with a loose threshold would let a constant between close modes score far more."""
+    from semcolor.sources.synthetic import WorldConfig, class_spec, palette_of, render_image
+
+    config = WorldConfig(seed=5, image_size=64)
+    palette = palette_of(class_spec(config))
+    images = [render_image(config, "val", i) for i in range(12)]
+    ab = np.stack([w.lab[..., 1:] for w in images])
+    labels = np.stack([w.label for w in images])
+    assert metrics.palette_accuracy(metrics.palette_confusion(ab, labels, palette)) >= 0.99
+    scored = labels[np.isin(labels, palette.chromatic_classes)]
+    largest_share = np.bincount(scored).max() / scored.size
+    grid = np.arange(-60.0, 61.0, 5.0)
+    constants = [(a, b) for a in grid for b in grid] + [tuple(mode) for mode in palette.modes]
+    best = max(
+        metrics.palette_accuracy(metrics.palette_confusion(np.broadcast_to(c, ab.shape), labels, palette))
+        for c in constants
+    )
+    assert best == pytest.approx(largest_share) and best < 0.4
+    gray = metrics.palette_confusion(np.zeros_like(ab), labels, palette)
+    assert metrics.palette_accuracy(gray) == 0.0
+
+
+def test_palette_from_class_modes_checks_its_inputs():
+    palette = _toy_palette()
+    assert palette.chromatic_classes == [1, 2] and palette.multimodal_classes == [2]
+    assert palette.modes_of(2).tolist() == [2, 3] and palette.mode_probability.tolist() == [1, 1, 0.75, 0.25]
+    assert palette.nearest_mode(np.array([[19.0, 59.0], [1.0, 1.0]])).tolist() == [3, 0]
+    with pytest.raises(ValueError, match="one value per mode"):
+        metrics.Palette.from_class_modes({1: np.array([[1.0, 2.0]])}, {1: [0.5, 0.5]})
+    with pytest.raises(ValueError, match="num_classes is 2"):
+        metrics.Palette.from_class_modes({3: np.array([[1.0, 2.0]])}, num_classes=2)
+
+
+def test_region_mode_counts_and_total_variation_against_the_true_probabilities():
+    """Two regions of the two-mode class (the 255 band splits them), 4 samples each: counted per region
+    by its median color; a sampler matching p (0.75 / 0.25) has TV 0, a single-mode one 0.25, one that
+    paints another class's color is counted under "other"."""
+    palette = _toy_palette()
+    labels = np.full((12, 12), 1, np.int64)
+    labels[:5, :5] = 2
+    labels[7:, 7:] = 2
+    labels[5:7, :] = 255
+    first, second = np.zeros((12, 12, 2)), np.zeros((12, 12, 2))
+    first[...] = [-40, 30]  # both regions on mode 0
+    second[...] = [-40, 30]
+    second[7:, 7:] = [20, 60]  # the second region on mode 1 in this sample
+    counts = metrics.region_mode_counts([first, first, first, second], labels, palette)
+    assert list(counts) == [2] and counts[2].tolist() == [7, 1, 0]
+    assert metrics.mode_total_variation(counts, palette) == pytest.approx(0.5 * (abs(7 / 8 - 0.75) + abs(1 / 8 - 0.25)))
+    matching = {2: np.array([6, 2, 0])}
+    assert metrics.mode_total_variation(matching, palette) == pytest.approx(0.0)
+    off = np.zeros((12, 12, 2)) + [50, 0]  # class 1's color everywhere
+    assert metrics.region_mode_counts([off], labels, palette)[2].tolist() == [0, 0, 2]
+    assert metrics.mode_total_variation({2: np.array([0, 0, 2])}, palette) == pytest.approx(1.0)
+    assert metrics.single_mode_total_variation([2], palette) == pytest.approx(0.25)
+    small = np.full((12, 12), 1, np.int64)
+    small[0, 0] = 2  # a 1-pixel region is too small to measure
+    assert metrics.region_mode_counts([first], small, palette) == {}
+    assert np.isnan(metrics.mode_total_variation({}, palette))
+
+
+def test_auc_histogram_path_equals_the_sorting_path():
+    """Integer thresholds take an O(n) cumulative histogram; thresholds a hair below the integers take the
+    sort. On continuous random errors (none within 1e-9 of an integer) both give the same AuC."""
+    prediction, target = RNG.normal(0, 40, (5000, 2)), RNG.normal(0, 40, (5000, 2))
+    weights = RNG.random(5000) + 0.1
+    thresholds = np.arange(0, 151, dtype=np.float64)
+    for w in (None, weights):
+        fast = metrics.ab_error_auc(prediction, target, w, thresholds)
+        sorted_path = metrics.ab_error_auc(prediction, target, w, thresholds - 1e-9)
+        assert fast == pytest.approx(sorted_path, abs=1e-12)

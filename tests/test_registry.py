@@ -87,8 +87,8 @@ def test_challenger_and_champion_are_independent(store) -> None:
 
 
 def test_unknown_model_or_version_is_a_clear_error(store) -> None:
-    with pytest.raises(LookupError,
-                       match=r"no registered model 'semcolor-psc-nope'.*\['semcolor-psc-plain'\]"):
+    with pytest.raises(LookupError, match=r"no registered model 'semcolor-psc-nope'.*did you mean "
+                       r"semcolor-psc-plain\? registered: semcolor-psc-plain$"):
         promote("semcolor-psc-nope", 1)
     with pytest.raises(LookupError, match=r"has no version 3; it has \['1', '2'\]"):
         promote(NAME, 3)
@@ -133,3 +133,47 @@ def test_promote_command(store, capsys: pytest.CaptureFixture) -> None:
     status, _, err = run_cli(["promote", NAME, "--version", "9", "--alias", CHALLENGER], capsys)
     assert status == 2 and "has no version 9" in err
     assert get_by_alias(NAME, CHALLENGER) is None
+
+
+def test_registered_names_spell_variants_with_hyphens() -> None:
+    assert registry.registered_name("psc", "seg_only") == "semcolor-psc-seg-only"
+    assert registry.registered_name("cls", "semantic_gan") == "semcolor-cls-semantic-gan"
+    assert registry.registered_name("sdc") == "semcolor-sdc"
+    assert registry.split_registered_name("semcolor-psc-seg-only") == ("psc", "seg_only")
+    assert registry.split_registered_name("semcolor-psc-seg_only") == ("psc", "seg_only")  # older spelling
+    assert registry.model_key("semcolor-sdc-no-in") == "sdc_no_in"
+    with pytest.raises(ValueError, match="semcolor-<family>-<variant>"):
+        registry.split_registered_name("psc-full")
+    with pytest.raises(ValueError, match="without '-'"):
+        registry.registered_name("p-sc", "full")
+
+
+def test_model_uris_that_do_not_resolve_are_one_line_saying_what_exists(store) -> None:
+    from semcolor.mlflow_model import resolve_checkpoint
+
+    registry.check_model_uri(f"models:/{NAME}/2")  # exists: no error
+    registry.check_model_uri("runs:/abc/model")  # not a registry URI: not checked here
+    with pytest.raises(LookupError) as typo:
+        registry.check_model_uri("models:/semcolor-psc-plian@champion")
+    assert "did you mean semcolor-psc-plain?" in str(typo.value) and "\n" not in str(typo.value)
+    with pytest.raises(LookupError) as no_alias:
+        registry.check_model_uri(f"models:/{NAME}@champion")
+    message = str(no_alias.value)
+    assert f"{NAME} has no alias 'champion' (aliases: none; versions: 1, 2)" in message
+    assert f"semcolor promote {NAME} --version 2" in message
+    with pytest.raises(LookupError, match="has no version 7; it has 1, 2"):
+        registry.check_model_uri(f"models:/{NAME}/7")
+    # loading goes through the same check: a FileNotFoundError of one line, not MLflow's traceback
+    with pytest.raises(FileNotFoundError, match="has no alias 'champion'"):
+        resolve_checkpoint(f"models:/{NAME}@champion")
+    promote(NAME, 1)
+    assert resolve_checkpoint(f"models:/{NAME}@champion").is_file()
+
+
+def test_best_champion_of_a_family_by_its_recorded_metric(store) -> None:
+    assert registry.best_champion("psc", "psnr") is None  # no champion yet
+    promote(NAME, 1)
+    assert registry.best_champion("psc", "psnr") is None  # a champion without the metric's tag
+    client().set_model_version_tag(NAME, "1", "semcolor.metric.psnr", "21.5")
+    assert registry.best_champion("psc", "psnr") == f"models:/{NAME}@champion"
+    assert registry.best_champion("sdc", "psnr") is None

@@ -31,7 +31,7 @@ pytestmark = pytest.mark.timeout(400)
 
 PROJECT_ROOT = Path(__file__).resolve().parents[1]
 MODEL = "semcolor-toy-base"
-METRIC = "semantic_color_accuracy"
+METRIC = "palette_accuracy"
 CRON = "15 4 * * 1"
 DEPLOYMENT = "test-weekly-retrain"
 
@@ -49,13 +49,13 @@ os.makedirs("metrics", exist_ok=True)
 with open("models/toy.txt", "w") as f:
     f.write(f"quality={quality}\\n")
 with open("metrics/evaluate.json", "w") as f:
-    json.dump({"models": {"toy_base": {"semantic_color_accuracy": quality, "psnr": 20.0}}}, f)
+    json.dump({"models": {"toy_base": {"palette_accuracy": quality, "psnr": 20.0}}}, f)
 import mlflow
 from mlflow import MlflowClient
 mlflow.set_experiment("semcolor")
 tags = {"semcolor.family": "toy", "semcolor.variant": "base", "semcolor.stage": "evaluate"}
 with mlflow.start_run(run_name="train_evaluate", tags=tags) as run:
-    mlflow.log_metric("semantic_color_accuracy", quality)
+    mlflow.log_metric("palette_accuracy", quality)
     mlflow.log_artifact("models/toy.txt", "model")
 client = MlflowClient()
 if not client.search_registered_models(filter_string="name = 'semcolor-toy-base'"):
@@ -148,10 +148,26 @@ def store(tmp_path: Path, migrated_mlflow_db: Path) -> str:  # noqa: F811
 
 def test_metrics_key_maps_registered_names_to_evaluate_json_keys():
     assert metrics_key("semcolor-sdc-paper") == "sdc_paper"
-    assert metrics_key("semcolor-sdc-no_in") == "sdc_no_in"
-    assert metrics_key("semcolor-toy-base-v2") == "toy_base-v2"
+    assert metrics_key("semcolor-sdc-no-in") == "sdc_no_in"  # registered names spell variants with '-'
+    assert metrics_key("semcolor-sdc-no_in") == "sdc_no_in"  # the older spelling still maps
+    assert metrics_key("semcolor-psc-seg-only") == "psc_seg_only"
     with pytest.raises(ValueError, match="semcolor-<family>-<variant>"):
         metrics_key("sdc-paper")
+
+
+def test_serve_refuses_without_a_reachable_prefect_server(monkeypatch, capsys):
+    from pipeline.prefect_server import free_port
+
+    monkeypatch.delenv("PREFECT_API_URL", raising=False)
+    if retrain_module.prefect_server_problem() is None:
+        pytest.skip("a Prefect profile on this machine names a reachable server")
+    assert retrain_module.main(["--serve"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "PREFECT_API_URL is not set" in err and "prefect server start" in err
+    monkeypatch.setenv("PREFECT_API_URL", f"http://127.0.0.1:{free_port()}/api")  # nothing listens there
+    assert retrain_module.main(["--serve", "--cron", "0 4 * * *"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not answer" in err and "prefect server start" in err
 
 
 def test_overrides_become_dvc_exp_run_set_arguments():
@@ -330,7 +346,7 @@ def test_missing_metric_fails_in_evaluate_and_names_the_file(prefect_api: str, s
     assert state.is_failed()
     message = str(state.result(raise_on_failure=False))
     assert "metrics/evaluate.json has no models.toy_base.colorfulness" in message
-    assert "'toy_base': ['psnr', 'semantic_color_accuracy']" in message
+    assert "'toy_base': ['psnr', 'palette_accuracy']" in message
     assert alias_version(store, "champion") is None
 
 

@@ -30,7 +30,9 @@ from semcolor.shards import (
     convert_item,
     convert_source,
     convert_split,
+    decode_npy,
     decode_png,
+    encode_npy,
     encode_png,
     read_manifest,
     read_shard_samples,
@@ -168,7 +170,18 @@ def test_counts_match_webdataset_and_tar(built: Path) -> None:
     listing = subprocess.run(["tar", "-tf", urls[0]], check=True, capture_output=True, text=True)
     listed = listing.stdout.split()
     first_three = sorted(GOOD_IDS)[:3]
-    assert listed == [f"{key}.{suffix}" for key in first_three for suffix in ("json", "lab.png", "seg.png")]
+    assert listed == [f"{key}.{suffix}" for key in first_three for suffix in ("json", "lab.npy", "seg.png")]
+
+    # stock webdataset decodes every member with its default handlers: .npy -> array, .png -> image
+    ours = {s.key: s for s in read_shard_samples(urls[0])}
+    decoded = list(webdataset.WebDataset(urls[:1], shardshuffle=False).decode("l8"))
+    assert [sample["__key__"] for sample in decoded] == first_three
+    for sample in decoded:
+        planes = sample["lab.npy"]
+        assert planes.dtype == np.uint8 and planes.shape == (3, SIZE, SIZE)
+        np.testing.assert_array_equal(np.moveaxis(planes, 0, -1), ours[sample["__key__"]].lab8)
+        np.testing.assert_array_equal(sample["seg.png"], ours[sample["__key__"]].label)
+        assert sample["json"]["original_id"] == sample["__key__"]
 
 
 def test_corrupt_jpeg_and_missized_label_are_listed_with_reasons(built: Path) -> None:
@@ -283,15 +296,17 @@ def test_convert_item_returns_skipped_or_encoded_sample(tree: Path) -> None:
     skipped = convert_item(source, items[CORRUPT_ID], SIZE)
     assert skipped.key == CORRUPT_ID and "cannot decode" in skipped.reason
     converted = convert_item(source, items[GOOD_IDS[0]], SIZE)
-    assert isinstance(converted, ConvertedSample)
-    with Image.open(io.BytesIO(converted.lab_png)) as lab, Image.open(io.BytesIO(converted.seg_png)) as seg:
-        assert (lab.format, lab.mode, lab.size) == ("PNG", "RGB", (SIZE, SIZE))
+    assert isinstance(converted, ConvertedSample) and converted.lab_png is None
+    planes = np.load(io.BytesIO(converted.lab_npy), allow_pickle=False)
+    assert (planes.dtype, planes.shape) == (np.uint8, (3, SIZE, SIZE))
+    with Image.open(io.BytesIO(converted.seg_png)) as seg:
         assert (seg.format, seg.mode, seg.size) == ("PNG", "L", (SIZE, SIZE))
+    assert [suffix for suffix, _ in converted.members] == ["json", "lab.npy", "seg.png"]
 
 
 def test_write_shards_rejects_unsorted_or_repeated_keys(tmp_path: Path) -> None:
     def sample(key: str) -> ConvertedSample:
-        return ConvertedSample(key, b"{}", b"lab", b"seg")
+        return ConvertedSample(key, b"{}", seg_png=b"seg", lab_npy=b"lab")
 
     shards = write_shards([sample("a"), sample("b"), sample("c")], tmp_path, "train", 2)
     assert [(s.file, s.samples) for s in shards] == [("train-000000.tar", 2), ("train-000001.tar", 1)]
@@ -313,20 +328,23 @@ def test_stored_size_and_argument_checks(tree: Path, tmp_path: Path) -> None:
         convert_split(TinyVocSource(tree), "test", SIZE, tmp_path, progress=False)
 
 
+@pytest.mark.parametrize("row_filter", ["up", "none"])
 @pytest.mark.parametrize("shape", [(1, 1), (7, 13), (64, 5), (9, 11, 3), (1, 40, 3), (33, 2, 3)])
-def test_png_encoder_is_lossless_and_standard(shape: tuple[int, ...]) -> None:
+def test_png_encoder_is_lossless_and_standard(shape: tuple[int, ...], row_filter: str) -> None:
     array = np.random.default_rng(len(shape) * 100 + shape[0]).integers(0, 256, shape, dtype=np.uint8)
-    data = encode_png(array)
+    data = encode_png(array, row_filter=row_filter)
     with Image.open(io.BytesIO(data)) as image:
         image.load()
         expected_mode = "L" if len(shape) == 2 else "RGB"
         assert (image.format, image.mode, image.size) == ("PNG", expected_mode, shape[1::-1])
         np.testing.assert_array_equal(np.asarray(image), array)
     np.testing.assert_array_equal(decode_png(data), array)
-    assert encode_png(array.copy()) == data
-    assert len(encode_png(np.zeros((64, 64, 3), np.uint8))) < 64 * 64 * 3 // 20  # it does compress
+    assert encode_png(array.copy(), row_filter=row_filter) == data
+    assert len(encode_png(np.zeros((64, 64, 3), np.uint8), row_filter=row_filter)) < 64 * 64 * 3 // 20
     with pytest.raises(ValueError, match="expected uint8"):
         encode_png(array.astype(np.int16))
+    with pytest.raises(ValueError, match="row_filter must be one of"):
+        encode_png(array, row_filter="paeth")
 
 
 def test_size_352_is_stored_at_360(tree: Path, tmp_path: Path) -> None:
@@ -344,3 +362,53 @@ def test_auto_chunk_size_balances_workers_within_bounds() -> None:
     assert auto_chunk_size(1_000, window=4) == 125  # two chunks per in-flight slot
     assert auto_chunk_size(20, window=4) == 8  # tiny split: not below the floor
     assert auto_chunk_size(0, window=4) == 8
+
+
+@pytest.mark.parametrize("shape", [(3, 16, 16), (3, 360, 360), (5,), (2, 3, 4, 1)])
+def test_npy_encoder_writes_what_numpy_save_writes_and_decodes_without_copy(shape: tuple[int, ...]) -> None:
+    array = np.random.default_rng(sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    data = encode_npy(array)
+    reference = io.BytesIO()
+    np.save(reference, array, allow_pickle=False)
+    assert data == reference.getvalue()  # the standard layout, byte for byte
+    assert len(data[: data.index(b"\n") + 1]) % 64 == 0  # numpy's header alignment
+    np.testing.assert_array_equal(np.load(io.BytesIO(data)), array)
+    view = decode_npy(data)
+    np.testing.assert_array_equal(view, array)
+    assert view.shape == shape and view.dtype == np.uint8 and not view.flags.writeable  # a view of the bytes
+    assert encode_npy(array.copy()) == data and encode_npy(np.asfortranarray(array)) == data
+
+
+def test_npy_decoder_refuses_what_is_not_a_plain_array() -> None:
+    data = encode_npy(np.zeros((3, 4, 4), np.uint8))
+    with pytest.raises(ValueError, match="bad magic"):
+        decode_npy(b"\x89PNG" + data[4:])
+    with pytest.raises(ValueError, match=r"has 136 bytes, not 176"):
+        decode_npy(data[:-40])
+    objects = io.BytesIO()
+    np.save(objects, np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    with pytest.raises(ValueError, match="Python objects|allow_pickle"):
+        decode_npy(objects.getvalue())
+    with pytest.raises(ValueError, match="expected a uint8 array"):
+        encode_npy(np.zeros(3, np.float32))
+
+
+def test_format_1_shards_are_still_read(tmp_path: Path) -> None:
+    """A shard of the previous format (<key>.lab.png, channel-last pixels) reads back as the same
+    ShardSample as format 2."""
+    rng = np.random.default_rng(5)
+    lab8 = rng.integers(0, 256, (12, 12, 3), dtype=np.uint8)
+    label = rng.integers(0, 3, (12, 12), dtype=np.uint8)
+    old = ConvertedSample("k1", b'{"v": 1}', seg_png=encode_png(label), lab_png=encode_png(lab8))
+    new = ConvertedSample("k2", b'{"v": 2}', seg_png=encode_png(label, row_filter="none"),
+                          lab_npy=encode_npy(np.ascontiguousarray(np.moveaxis(lab8, -1, 0))))
+    write_shards([old, new], tmp_path, "val", 10)
+    samples = list(read_shard_samples(tmp_path / "val-000000.tar"))
+    assert [s.key for s in samples] == ["k1", "k2"]
+    for sample in samples:
+        np.testing.assert_array_equal(sample.lab8, lab8)
+        assert sample.lab8.flags.c_contiguous and sample.lab8.flags.writeable
+        np.testing.assert_array_equal(sample.label, label)
+    assert [s.metadata["v"] for s in samples] == [1, 2]
+    with pytest.raises(ValueError, match="exactly one of lab_npy"):
+        ConvertedSample("k3", b"{}", seg_png=b"", lab_png=b"", lab_npy=b"")

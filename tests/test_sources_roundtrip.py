@@ -450,5 +450,5 @@ def test_source_round_trip_through_the_real_flows(
         wds_samples = list(dataset)
         assert [s["__key__"] for s in wds_samples] == expected_keys, split
         for sample in wds_samples:
-            assert {"json", "lab.png", "seg.png"} <= set(sample), sample["__key__"]
+            assert {"json", "lab.npy", "seg.png"} <= set(sample), sample["__key__"]
             assert json.loads(sample["json"])["original_id"] == sample["__key__"]

@@ -27,7 +27,7 @@ params.yaml, uncommitted, like the changed dvc.lock after ``dvc repro``: commit 
 Commands run in ``repo_dir`` as ``<this python> -m dvc`` (PATH does not matter), with
 ``MLFLOW_TRACKING_URI`` set to the store the flow reads, so the stages log where the flow looks.
 
-Schedule it (see docs/retrain.md)::
+Schedule it (README, "Scheduled retrains"; ``--serve`` refuses to start without a reachable server)::
 
     prefect server start                      # another terminal; UI at http://127.0.0.1:4200
     export PREFECT_API_URL=http://127.0.0.1:4200/api
@@ -50,14 +50,16 @@ from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
+# model version tag holding the metric measured when it was challenger (semcolor.metric.<metric>)
+from semcolor.registry import METRIC_TAG_PREFIX
+
 DEFAULT_MODEL = "semcolor-sdc-paper"
-DEFAULT_METRIC = "semantic_color_accuracy"
+DEFAULT_METRIC = "palette_accuracy"
 DEFAULT_CRON = "0 3 * * 0"  # Sundays 03:00 (the server's timezone, UTC unless configured)
 DEPLOYMENT_NAME = "weekly-retrain"
 METRICS_FILE = "metrics/evaluate.json"
+TRAIN_SUMMARIES = "metrics/train"  # <key>.json per trained model: its run id and registered version
 ARTIFACT_KEY = "retrain-comparison"
-METRIC_TAG_PREFIX = "semcolor.metric."  # model version tag holding the metric measured when it was challenger
-REGISTERED_PREFIX = "semcolor-"
 OUTPUT_TAIL_CHARS = 8000  # of stdout and stderr each, in the log and the error of a failed command
 PULL_PUSH_RETRIES = 2
 PULL_PUSH_RETRY_DELAYS_SECONDS = [10, 60]
@@ -97,11 +99,13 @@ class Decision:
 
 def metrics_key(model_name: str) -> str:
     """``semcolor-<family>-<variant>`` -> ``<family>_<variant>``, the key of that model in evaluate.json
-    (family names hold no '-'; a variant may)."""
-    if not model_name.startswith(REGISTERED_PREFIX) or "-" not in model_name[len(REGISTERED_PREFIX):]:
-        raise ValueError(f"model_name {model_name!r} is not of the form semcolor-<family>-<variant>")
-    family, variant = model_name[len(REGISTERED_PREFIX):].split("-", 1)
-    return f"{family}_{variant}"
+    (``semcolor-psc-seg-only`` -> ``psc_seg_only``; see ``semcolor.registry.model_key``)."""
+    from semcolor.registry import model_key
+
+    try:
+        return model_key(model_name)
+    except ValueError:
+        raise ValueError(f"model_name {model_name!r} is not of the form semcolor-<family>-<variant>") from None
 
 
 def _override_value(value: Any) -> str:
@@ -197,8 +201,7 @@ def run_dvc(args: Sequence[str], repo_dir: str | Path, env: Mapping[str, str] | 
     failure."""
     logger = get_run_logger()
     command = [sys.executable, "-m", "dvc", *args]
-    result = subprocess.run(command, cwd=repo_dir, capture_output=True, text=True,
-                            env={**os.environ, "DVC_NO_ANALYTICS": "1", **(env or {})})
+    result = subprocess.run(command, cwd=repo_dir, capture_output=True, text=True, env=dvc_env(env))
     shown = " ".join(["dvc", *args])
     output = f"--- stdout ---\n{_tail(result.stdout)}\n--- stderr ---\n{_tail(result.stderr)}"
     if check and result.returncode != 0:
@@ -208,10 +211,17 @@ def run_dvc(args: Sequence[str], repo_dir: str | Path, env: Mapping[str, str] | 
     return result
 
 
+def dvc_env(extra: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment of the dvc commands: this one, with this interpreter's bin folder first on PATH so that
+    the stages' ``python`` is the flow's own (a served flow need not run in an activated venv)."""
+    path = os.pathsep.join([str(Path(sys.executable).parent), os.environ.get("PATH", "")])
+    return {**os.environ, "PATH": path, "DVC_NO_ANALYTICS": "1", **(extra or {})}
+
+
 def default_remote(repo_dir: str | Path) -> str | None:
     """The repository's default DVC remote name, or None (`dvc remote default` exits 1 when unset)."""
     result = subprocess.run([sys.executable, "-m", "dvc", "remote", "default"], cwd=repo_dir,
-                            capture_output=True, text=True, env={**os.environ, "DVC_NO_ANALYTICS": "1"})
+                            capture_output=True, text=True, env=dvc_env())
     name = result.stdout.strip()
     return name if result.returncode == 0 and name else None
 
@@ -240,12 +250,12 @@ def run_pipeline(repo_dir: str, params_overrides: dict[str, Any] | None, trackin
     return args
 
 
-@task(name="evaluate", cache_policy=NO_CACHE)
-def evaluate(repo_dir: str, model_name: str, metric: str, tracking_uri: str,
-             metrics_file: str = METRICS_FILE) -> Challenger:
-    """The challenger: the newest version of ``model_name`` and its ``metric`` from ``metrics_file``."""
-    from mlflow import MlflowClient
-
+def read_challenger(repo_dir: str | Path, model_name: str, metric: str, client: Any,
+                    metrics_file: str = METRICS_FILE) -> Challenger:
+    """The challenger: ``model_name``'s ``metric`` from ``metrics_file`` and the version the pipeline's training
+    stage registered (``registered_model`` in ``metrics/train/<key>.json``), else the newest version. The value
+    is recorded on that version as tag ``semcolor.metric.<metric>``. StepFailed when the metric or the model
+    is missing."""
     path = Path(repo_dir) / metrics_file
     if not path.is_file():
         raise StepFailed(f"{path} does not exist: the pipeline has no evaluate stage output; "
@@ -256,16 +266,40 @@ def evaluate(repo_dir: str, model_name: str, metric: str, tracking_uri: str,
         raise StepFailed(f"{path} has no models.{key}.{metric}; models there: "
                          f"{ {name: sorted(values) for name, values in models.items()} }")
     value = float(models[key][metric])
-
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     versions = client.search_model_versions(filter_string=f"name = '{model_name}'", max_results=10000)
     if not versions:
-        raise StepFailed(f"no registered versions of {model_name!r} in {tracking_uri}: did the training "
+        raise StepFailed(f"no registered versions of {model_name!r} in {client.tracking_uri}: did the training "
                          "stage run with this MLFLOW_TRACKING_URI?")
-    version = str(max(int(v.version) for v in versions))
+    known = {str(v.version) for v in versions}
+    version = _trained_version(Path(repo_dir), key, model_name)
+    if version not in known:  # no training summary (or one from another store): the newest version
+        version = str(max(int(v) for v in known))
     client.set_model_version_tag(model_name, version, METRIC_TAG_PREFIX + metric, repr(value))
-    get_run_logger().info("challenger %s v%s: %s = %.6g", model_name, version, metric, value)
     return Challenger(model_name, version, metric, value)
+
+
+def _trained_version(repo_dir: Path, key: str, model_name: str) -> str | None:
+    """The version ``metrics/train/<key>.json`` says its training run registered, when it names this model."""
+    summary = repo_dir / TRAIN_SUMMARIES / f"{key}.json"
+    try:
+        registered = str(json.loads(summary.read_text()).get("registered_model", ""))
+    except (OSError, ValueError):
+        return None
+    name, _, version = registered.rpartition("/")
+    return version if name == model_name and version else None
+
+
+@task(name="evaluate", cache_policy=NO_CACHE)
+def evaluate(repo_dir: str, model_name: str, metric: str, tracking_uri: str,
+             metrics_file: str = METRICS_FILE) -> Challenger:
+    """The challenger (``read_challenger``): the version this run trained and its ``metric``."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    challenger = read_challenger(repo_dir, model_name, metric, client, metrics_file)
+    get_run_logger().info("challenger %s v%s: %s = %.6g", model_name, challenger.version, metric,
+                          challenger.value)
+    return challenger
 
 
 @task(name="dvc-push", retries=PULL_PUSH_RETRIES, retry_delay_seconds=PULL_PUSH_RETRY_DELAYS_SECONDS,
@@ -292,15 +326,12 @@ def _champion_value(client: Any, name: str, version: str, metric: str) -> float 
     return None
 
 
-@task(name="compare-and-promote", cache_policy=NO_CACHE)
-def compare_and_promote(challenger: Challenger, tracking_uri: str, higher_is_better: bool = True,
-                        margin: float = 0.0) -> Decision:
-    """Alias ``challenger`` -> the new version; ``champion`` -> it too when ``decide`` says so."""
-    from mlflow import MlflowClient
-
+def promote_if_better(challenger: Challenger, client: Any, higher_is_better: bool = True,
+                      margin: float = 0.0) -> Decision:
+    """The promotion rule: alias ``challenger`` -> the new version; ``champion`` -> it too when ``decide``
+    says so (no champion yet, or better by more than ``margin``), through ``semcolor.registry.promote``."""
     from semcolor import registry
 
-    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
     champion = registry.get_by_alias(challenger.name, registry.CHAMPION, client)
     champion_version = None if champion is None else str(champion.version)
     champion_value = (None if champion_version is None
@@ -310,6 +341,17 @@ def compare_and_promote(challenger: Challenger, tracking_uri: str, higher_is_bet
     registry.set_alias(challenger.name, registry.CHALLENGER, challenger.version, client)
     if decision.promote:
         registry.promote(challenger.name, challenger.version, registry.CHAMPION, client)
+    return decision
+
+
+@task(name="compare-and-promote", cache_policy=NO_CACHE)
+def compare_and_promote(challenger: Challenger, tracking_uri: str, higher_is_better: bool = True,
+                        margin: float = 0.0) -> Decision:
+    """Alias ``challenger`` -> the new version; ``champion`` -> it too when ``decide`` says so."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri, registry_uri=tracking_uri)
+    decision = promote_if_better(challenger, client, higher_is_better=higher_is_better, margin=margin)
     get_run_logger().info("%s: %s", "promoted" if decision.promote else "kept champion", decision.reason)
     return decision
 
@@ -349,6 +391,31 @@ def retrain(
     return asdict(decision)
 
 
+START_SERVER_HINT = ("start one with `prefect server start` (another terminal), then "
+                     "`export PREFECT_API_URL=http://127.0.0.1:4200/api`")
+
+
+def prefect_server_problem(timeout_s: float = 5.0) -> str | None:
+    """Why ``--serve`` cannot schedule, as one line (None when PREFECT_API_URL names a server that answers):
+    a schedule needs a real Prefect server; the temporary one a bare process starts dies with it."""
+    import urllib.error
+    import urllib.request
+
+    from prefect.settings import PREFECT_API_URL
+
+    url = os.environ.get("PREFECT_API_URL") or PREFECT_API_URL.value()  # the variable, else the profile's
+    if not url:
+        return f"no Prefect server: PREFECT_API_URL is not set; {START_SERVER_HINT}"
+    try:
+        with urllib.request.urlopen(url.rstrip("/") + "/health", timeout=timeout_s):
+            return None
+    except urllib.error.HTTPError:
+        return None  # it answered (e.g. 401 without an API key): reachable; serve reports auth problems
+    except (urllib.error.URLError, OSError, ValueError) as error:
+        reason = getattr(error, "reason", error)
+        return f"the Prefect server at PREFECT_API_URL={url} does not answer ({reason}); {START_SERVER_HINT}"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the retrain flow once, or serve it on a cron schedule.")
     parser.add_argument("--serve", action="store_true",
@@ -356,14 +423,19 @@ def main(argv: list[str] | None = None) -> int:
                              "`prefect server start`); runs until interrupted")
     parser.add_argument("--cron", default=DEFAULT_CRON,
                         help=f"schedule when serving (default {DEFAULT_CRON!r})")
-    parser.add_argument("--name", default=DEPLOYMENT_NAME, help="deployment name when serving")
-    parser.add_argument("--model-name", default=DEFAULT_MODEL)
-    parser.add_argument("--metric", default=DEFAULT_METRIC)
-    parser.add_argument("--lower-is-better", action="store_true")
-    parser.add_argument("--margin", type=float, default=0.0)
-    parser.add_argument("--repo-dir", default=".")
-    parser.add_argument("--no-pull", action="store_true")
-    parser.add_argument("--no-push", action="store_true")
+    parser.add_argument("--name", default=DEPLOYMENT_NAME,
+                        help=f"deployment name when serving (default {DEPLOYMENT_NAME})")
+    parser.add_argument("--model-name", default=DEFAULT_MODEL,
+                        help=f"registered model to promote (default {DEFAULT_MODEL})")
+    parser.add_argument("--metric", default=DEFAULT_METRIC,
+                        help=f"metric of metrics/evaluate.json it is compared on (default {DEFAULT_METRIC})")
+    parser.add_argument("--lower-is-better", action="store_true",
+                        help="smaller values of --metric are better (default: larger)")
+    parser.add_argument("--margin", type=float, default=0.0,
+                        help="how much better than the champion, in the metric's units (default 0.0)")
+    parser.add_argument("--repo-dir", default=".", help="the project checkout (default .)")
+    parser.add_argument("--no-pull", action="store_true", help="skip `dvc pull` before the run")
+    parser.add_argument("--no-push", action="store_true", help="skip `dvc push` after the run")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="params.yaml override (repeatable); the run becomes `dvc exp run -S KEY=VALUE`")
     args = parser.parse_args(argv)
@@ -372,6 +444,10 @@ def main(argv: list[str] | None = None) -> int:
                   "repo_dir": args.repo_dir, "pull": not args.no_pull, "push": not args.no_push}
     overrides = dict(item.split("=", 1) for item in args.set)
     if args.serve:
+        problem = prefect_server_problem()
+        if problem is not None:  # serving on the temporary server would schedule runs that never fire
+            print(f"retrain --serve: {problem}", file=sys.stderr)
+            return 2
         if overrides:
             parameters["params_overrides"] = overrides
         retrain.serve(name=args.name, cron=args.cron, parameters=parameters)

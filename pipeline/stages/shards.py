@@ -43,4 +43,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from pipeline.stage_main import stage_main  # one line per user error, exit 2
+
+    sys.exit(stage_main(main, "shards"))

@@ -56,6 +56,10 @@ class GridNetConfig:
     block_drop_prob: probability, in training, of dropping a residual branch entirely ("total dropout").
     input_mode: "gray" (the paper: L only, 1 channel) or "lab" (L and ab, 3 channels: a segmenter trained on
         color images, for the Pixelated Semantic Colorization paper's Table 3 protocol).
+    gray_dropout: "lab" only, colour augmentation in training: each sample's ab is set to 0 (gray) with this
+        probability (torch's global generator, so a seeded run repeats). A segmenter trained on colour only
+        never sees gray and scores below a constant predictor on it; the Table 3 protocol needs one that
+        works on gray (the paper's scores 66.9 mIoU on gray, 72.1 on colour) and gains from real colour.
     """
 
     num_classes: int = 60
@@ -64,10 +68,15 @@ class GridNetConfig:
     width: float = 1.0
     block_drop_prob: float = 0.0
     input_mode: Literal["gray", "lab"] = "gray"
+    gray_dropout: float = 0.0
 
     def __post_init__(self) -> None:
         if self.input_mode not in ("gray", "lab"):
             raise ValueError(f"input_mode must be 'gray' or 'lab', got {self.input_mode!r}")
+        if not 0.0 <= self.gray_dropout <= 1.0:
+            raise ValueError(f"gray_dropout must be in [0, 1], got {self.gray_dropout}")
+        if self.gray_dropout and self.input_mode != "lab":
+            raise ValueError("gray_dropout needs input_mode 'lab' (a gray model has no colour to drop)")
         if self.num_classes < 2:
             raise ValueError(f"num_classes must be >= 2, got {self.num_classes}")
         if len(self.channels) < 2 or any(c < 1 for c in self.channels):
@@ -237,10 +246,15 @@ class GridNet(nn.Module):
         return self.head(column[0])
 
     def input_from(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """The network input of a batch: ``L`` (gray) or ``cat(L, ab)`` (lab), all in model units."""
+        """The network input of a batch: ``L`` (gray) or ``cat(L, ab)`` (lab), all in model units. In
+        training, ``gray_dropout`` zeroes the ab of a random share of the samples (ab = 0 is gray)."""
         if self.config.input_mode == "gray":
             return batch["L"]
-        return torch.cat([batch["L"], batch["ab"]], dim=1)
+        ab = batch["ab"]
+        if self.training and self.config.gray_dropout > 0:
+            keep = torch.rand(ab.shape[0], device=ab.device) >= self.config.gray_dropout
+            ab = ab * keep.to(ab.dtype)[:, None, None, None]
+        return torch.cat([batch["L"], ab], dim=1)
 
     @torch.no_grad()
     def predict(self, L: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,17 @@
-"""Small readers shared by the sources: split lists, RGB images, VOC palette label PNGs, the VOC colormap.
+"""Small readers shared by the sources: split lists, RGB images, VOC palette label PNGs, the VOC colormap,
+and the shard geometry (an image and its label resized straight to S x S).
 
 Every reader raises plain exceptions (FileNotFoundError, ValueError, OSError); the sources turn them into
 ``SampleError`` with the item's key so the converter can skip and record one bad input.
+
+Decoding for a known, much smaller target (``read_rgb_image_resized``, ``decode_image_and_label_resized``,
+what the shard converter calls through ``Source.load_resized``): a JPEG is decoded in draft mode, libjpeg
+scaling the DCT blocks by 1/2, 1/4 or 1/8 to the smallest size that keeps both sides >= the target, and the
+antialiased bilinear resize starts from there. That skips most of the inverse DCT, colour conversion and
+resize work (entropy decoding is still done in full, so a truncated file still fails); the result differs
+from the full decode + resize by a fraction of a code (tests/test_sources_voc.py measures it). Images that
+are not JPEG, or not at least twice the target on both sides, take the full decode and give exactly
+``resize_image(read_rgb_image(path), size)``.
 """
 
 from __future__ import annotations
@@ -15,6 +25,15 @@ import numpy as np
 from PIL import Image
 
 from semcolor.sources.base import Item, SampleError, Source
+
+# Antialiased: PIL widens the kernel with the scale factor when downsizing, so this is a tent filter over
+# the whole source footprint (torchvision's antialiased default too). Bicubic is a little sharper but
+# costs 1.6x as much (1.5 vs 0.9 ms for 500x375 -> 128, more than the JPEG decode itself).
+IMAGE_RESAMPLE = Image.Resampling.BILINEAR
+# Labels: nearest neighbour, so every output value (255 included) is one of the input values.
+LABEL_RESAMPLE = Image.Resampling.NEAREST
+# Draft-decode a JPEG only when libjpeg can scale it by at least 1/2 and stay >= the target on both sides.
+_MIN_DRAFT_FACTOR = 2
 
 # WebDataset splits a sample's file names at the first dot, and keys become tar member names: an id used
 # as a key must have neither dots nor path separators nor whitespace.
@@ -74,7 +93,41 @@ def read_rgb_image(path: str | Path) -> np.ndarray:
         image.load()
         if image.mode != "RGB":
             image = image.convert("RGB")
-        return np.asarray(image, dtype=np.uint8).copy()
+        return np.array(image, dtype=np.uint8)  # a writable copy
+
+
+def resize_image(image: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W, 3) sRGB -> (size, size, 3): antialiased bilinear in 8-bit sRGB, aspect ratio not kept;
+    returned as it is when already size x size."""
+    if image.shape[:2] == (size, size):
+        return image
+    return np.asarray(Image.fromarray(image, mode="RGB").resize((size, size), IMAGE_RESAMPLE))
+
+
+def resize_label(label: np.ndarray, size: int) -> np.ndarray:
+    """uint8 (H, W) class indices -> (size, size) by nearest neighbour (every value is an input value)."""
+    if label.shape == (size, size):
+        return label
+    return np.asarray(Image.fromarray(label, mode="L").resize((size, size), LABEL_RESAMPLE))
+
+
+def read_rgb_image_resized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
+    """Decode an image file straight to uint8 RGB (size, size, 3); also returns the file's own (width,
+    height). JPEG draft mode when the file is at least twice ``size`` on both sides (module docstring),
+    otherwise exactly ``resize_image(read_rgb_image(path), size)``. Raises what ``read_rgb_image`` raises."""
+    with Image.open(path) as image:
+        original = image.size
+        box = None
+        if min(original) >= _MIN_DRAFT_FACTOR * size:
+            drafted = image.draft("RGB", (size, size))  # None for formats without a draft mode
+            if drafted is not None and image.size != original:
+                box = drafted[1]  # the drafted pixels covering the original extent (sides rounded up)
+        image.load()
+        if image.mode != "RGB":
+            image = image.convert("RGB")
+        if image.size == (size, size) and box is None:
+            return np.asarray(image, dtype=np.uint8).copy(), original
+        return np.asarray(image.resize((size, size), IMAGE_RESAMPLE, box=box)), original
 
 
 def read_palette_indices(path: str | Path) -> np.ndarray:
@@ -87,7 +140,7 @@ def read_palette_indices(path: str | Path) -> np.ndarray:
         image.load()
         if image.mode not in ("P", "L"):
             raise ValueError(f"{path}: label image has mode {image.mode!r}, expected a palette ('P') PNG")
-        return np.asarray(image, dtype=np.uint8).copy()
+        return np.array(image, dtype=np.uint8)  # a writable copy
 
 
 def encode_palette_png(label: np.ndarray, colormap: np.ndarray | None = None) -> bytes:
@@ -106,10 +159,16 @@ def encode_palette_png(label: np.ndarray, colormap: np.ndarray | None = None) ->
 
 def invalid_label_values(label: np.ndarray, num_classes: int, ignore_index: int) -> list[int]:
     """Sorted values of ``label`` outside [0, num_classes) that are not ``ignore_index`` (empty if valid)."""
-    if label.dtype == np.uint8:  # the usual case: a histogram is ~3x faster than np.unique
-        values = np.flatnonzero(np.bincount(label.ravel(), minlength=256))
-    else:
-        values = np.unique(label)
+    if label.dtype == np.uint8:  # the usual case: a few fast passes, no histogram of the whole map
+        if label.size == 0 or label.max() < num_classes:
+            return []
+        bad = label >= num_classes
+        if 0 <= ignore_index <= 255:
+            bad &= label != ignore_index
+        if not bad.any():
+            return []
+        return [int(value) for value in np.flatnonzero(np.bincount(label[bad], minlength=256))]
+    values = np.unique(label)
     bad = values[(values < 0) | ((values >= num_classes) & (values != ignore_index))]
     return [int(value) for value in bad]
 
@@ -158,6 +217,49 @@ def decode_image_and_label(
             f"the ignore index {ignore_index}",
         )
     return image, label
+
+
+def decode_image_and_label_resized(
+    key: str,
+    image_path: Path,
+    label_path: Path,
+    read_label: Callable[[Path], np.ndarray],
+    num_classes: int,
+    ignore_index: int,
+    size: int,
+) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """``decode_image_and_label`` for a ``size`` x ``size`` target: the same files, checks and
+    SampleErrors (label size against the image file's own size, label values on the full label), then
+    the image decoded and resized by ``read_rgb_image_resized`` and the label by ``resize_label``.
+
+    Returns (image uint8 (size, size, 3), label uint8 (size, size), the image's original (height, width))."""
+    # no is_file() checks first (two stat calls per sample): opening a missing file says so itself
+    try:
+        image, (width, height) = read_rgb_image_resized(image_path, size)
+    except FileNotFoundError as error:
+        raise SampleError(key, f"missing file {image_path}") from error
+    except (OSError, ValueError, SyntaxError) as error:  # PIL raises all three for broken files
+        raise SampleError(key, f"cannot decode image {image_path}: {error}") from error
+    try:
+        label = read_label(label_path)
+    except FileNotFoundError as error:
+        raise SampleError(key, f"missing file {label_path}") from error
+    except (OSError, ValueError, KeyError, IndexError, SyntaxError) as error:
+        raise SampleError(key, f"cannot decode label {label_path}: {error}") from error
+    if label.shape != (height, width):
+        raise SampleError(
+            key,
+            f"label {label_path} is {label.shape[1]}x{label.shape[0]} (WxH) but image {image_path} is "
+            f"{width}x{height}",
+        )
+    bad_values = invalid_label_values(label, num_classes, ignore_index)
+    if bad_values:
+        raise SampleError(
+            key,
+            f"label {label_path} has values {bad_values} outside [0, {num_classes}) that are not "
+            f"the ignore index {ignore_index}",
+        )
+    return image, resize_label(label, size), (height, width)
 
 
 def sample_metadata(source_name: str, item: Item, image: np.ndarray) -> dict[str, object]:

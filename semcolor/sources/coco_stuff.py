@@ -57,19 +57,23 @@ COCO_STUFF164K_LABELS_ZIP = Archive(
     filename="stuffthingmaps_trainval2017.zip",
     size=None,  # about 659 MB; no exact size or checksum is published: recorded on first download
 )
-# sha256 sums of the COCO image zips are published in tensorflow-datasets' url_checksums/coco2017.txt; we
-# could not read them offline, so they are None here and the download flow records them on first download.
+# sha256 sums of the COCO 2017 zips as published in tensorflow-datasets' url_checksums/coco2017.txt (the same
+# values are in torchvision's prototype coco.py); the download flow verifies every download against them.
 COCO2017_TRAIN_IMAGES_ZIP = Archive(
-    url="http://images.cocodataset.org/zips/train2017.zip", filename="train2017.zip", size=19_336_861_798
+    url="http://images.cocodataset.org/zips/train2017.zip", filename="train2017.zip", size=19_336_861_798,
+    sha256="69a8bb58ea5f8f99d24875f21416de2e9ded3178e903f1f7603e283b9e06d929",
 )
 COCO2017_VAL_IMAGES_ZIP = Archive(
-    url="http://images.cocodataset.org/zips/val2017.zip", filename="val2017.zip", size=815_585_330
+    url="http://images.cocodataset.org/zips/val2017.zip", filename="val2017.zip", size=815_585_330,
+    sha256="4f7e2ccb2866ec5041993c9cf2a952bbed69647b115d0f74da7ce8f4bef82f05",
 )
-# Needed only for label_source="json"; sizes not verified here.
+# Needed only for label_source="json".
 COCO2017_INSTANCES_ZIP = Archive(
     url="http://images.cocodataset.org/annotations/annotations_trainval2017.zip",
-    filename="annotations_trainval2017.zip",
+    filename="annotations_trainval2017.zip", size=252_907_541,
+    sha256="113a836d90195ee1f884e704da6304dfaaecff1f023f49b6ca93c4aaae470268",
 )
+# no published checksum: recorded on first download (data/checksums/coco_stuff164k.json) and verified after
 COCO2017_STUFF_ANNOTATIONS_ZIP = Archive(
     url="http://images.cocodataset.org/annotations/stuff_annotations_trainval2017.zip",
     filename="stuff_annotations_trainval2017.zip",

@@ -14,37 +14,55 @@ so it goes through the same extract and convert code as the real VOC2012 (``Synt
 Ids are ``train_000000``... and ``val_000000``...; image ``i`` of a split depends only on (seed, split, i)
 and the config, never on the other images, so changing ``num_train`` leaves the val images as they are.
 
-The world (``WORLD_CLASSES``; class id = index = VOC palette index)::
+The world, version 2 (``WORLD_CLASSES``; class id = index = VOC palette index). A *kind* is a gray
+appearance (shape, position, texture, lightness statistics); most kinds have one class, three have two
+gray-alike twins::
 
-    id name        shape, position                              gray texture               (a, b) modes: p
-    0  background  ground below the horizon, fills the rest     low-frequency blotches     earth (6, 18): 1
-    1  sky         top band above a wavy horizon (22-42 %)      smooth vertical ramp       blue (-3, -20): 1
-    2  grass       bottom band with a jagged top edge           vertical strokes           green (-26, 30): 1
-    3  water       horizontal band, horizon to grass            horizontal ripples         teal (-12, -9): 1
-    4  brick       upright rectangle on the ground              brick grid, dark mortar    (20, 15): 1
-    5  tree        blob of overlapping discs at the horizon     fine foliage noise         green (-22, 24): .7
-                                                                                           autumn (16, 30): .3
-    6  car         rounded rectangle with wheels, lower half    window band, highlight     red (22, 13): .5
-                                                                                           blue (4, -26): .3
-                                                                                           yellow (-6, 34): .2
-    7  fruit       small discs in clusters of 1-3, lower 2/3    spherical shading          red (23, 11): .6
-                                                                                           green (-20, 28): .4
-    8  stone       irregular ellipse on the ground              speckle (sparse dots)      gray (0, 0): 1
+    id name        kind   shape, position                           gray texture             (a, b) modes: p
+    0  background  ground below the horizon, fills the rest        low-frequency blotches   earth (12, 19): 1
+    1  sky         sky    top band above a wavy horizon (22-42 %)   smooth vertical ramp     blue (7, -34): 1
+    9  dusk        sky    (the same)                                (the same)               purple (25, -30): 1
+    2  grass       grass  bottom band with a jagged top edge        vertical strokes         green (-35, 34): 1
+    10 straw       grass  (the same)                                (the same)               yellow (5, 35): 1
+    3  water       water  horizontal band, horizon to grass         horizontal ripples       teal (-18, -3): 1
+    4  brick       wall   upright rectangle on the ground           brick grid, dark mortar  red-brown (29, 22): 1
+    11 slate       wall   (the same)                                (the same)               blue-gray (-8, -18): 1
+    5  tree        tree   blob of overlapping discs at the horizon  fine foliage noise       green (-28, 18): .7
+                                                                                             autumn (22, 40): .3
+    6  car         car    rounded rectangle with wheels, lower half window band, highlight   red (35, 4): .5
+                                                                                             blue (9, -16): .3
+                                                                                             yellow (-13, 34): .2
+    7  fruit       fruit  small discs in clusters of 1-3, lower 2/3 spherical shading        red (42, -26): .6
+                                                                                             green (-9, 17): .4
+    8  stone       stone  irregular ellipse on the ground           speckle (sparse dots)    gray (0, 0): 1
 
-Three classes are multimodal (tree, car, fruit; every pair of modes of a class is > 30 apart in ab), one is
+Gray-alike twins (``GRAY_ALIKE_PAIRS``: sky/dusk, grass/straw, brick/slate): a region of a twinned kind is
+drawn exactly as before (geometry, texture, mean L, jitter) and then becomes either twin with probability
+``kind_share`` = 0.5, so the gray image carries nothing that tells the twins apart; the label map does. The
+expected effect (``EXPECTED_EFFECT``, also in the spec): from gray alone a colorizer can be right on a twin
+region at best half of the time, a colorizer that reads the true map nearly always, and repainting a twin
+region with its twin in the map must move its colors to the twin's modes. The multimodal classes (tree,
+car, fruit) have no twin, so their mode frequencies measure sampling, not twin ambiguity.
+
+Modes: every pair of modes of a class is more than ``MIN_MODE_DISTANCE`` (30) apart in ab, every pair of
+modes of different classes more than ``MIN_CLASS_MODE_DISTANCE`` (16; the closest pairs are about 17),
+more than three times the largest chroma-noise offset (3 sqrt 2 = 4.2): assigning a color to its nearest
+mode among all classes' modes names the class it belongs to (``semcolor.metrics.palette_accuracy``), and
+no constant color can be right for more than one class. Both are checked at import. One class is
 achromatic (stone: a = b = 0 exactly, no chroma noise). Each region draws one mode with the listed
 probability; every pixel then gets chroma noise N(0, (chroma_noise / 2)^2) clipped to +-chroma_noise on a
-and b (not for achromatic classes).
+and b (not for achromatic classes). The modes fill the part of the ab plane that is inside sRGB at every L
+of ``lightness_limits`` (with the noise disc), hence their hues are only roughly those of their names.
 
-Scene: sky above a wavy horizon; ground (background) below; water band with probability 0.45, grass band
-with probability 0.7; then min_objects..max_objects objects, each uniformly one of brick, tree, stone, car,
-fruit cluster, painted in that order (later ones occlude earlier ones). Sizes are fractions of the image
-side S, so the world looks the same at any ``image_size``.
+Scene: sky (or dusk) above a wavy horizon; ground (background) below; water band with probability 0.45,
+grass (or straw) band with probability 0.7; then min_objects..max_objects objects, each uniformly one of
+wall (brick or slate), tree, stone, car, fruit cluster, painted in that order (later ones occlude earlier
+ones). Sizes are fractions of the image side S, so the world looks the same at any ``image_size``.
 
 Lightness (CIE L in [0, 100]), the same for every class so that gray level alone does not reveal the class:
 
 1. each region draws its mean L uniformly from ``lightness_range`` (shared by all classes);
-2. its texture is a class-specific pattern normalized to zero mean and standard deviation
+2. its texture is a kind-specific pattern normalized to zero mean and standard deviation
    ``texture_amplitude`` (3-4 L units) inside the region, clipped to +-``texture_headroom``, so pixel L
    lies in the pixel range P = [lo - headroom, hi + headroom];
 3. one global jitter per image (it exercises Instance Normalization), applied to L only, never a or b:
@@ -54,7 +72,7 @@ Lightness (CIE L in [0, 100]), the same for every class so that gray level alone
    low-contrast images can move far (strong jitter) and no pixel ever leaves ``lightness_limits``;
    t = (L - P_lo) / (P_hi - P_lo);  t = t ** gamma;  L = mid + contrast * (P_lo + t (P_hi - P_lo) - P_mid)
    + brightness, with P_mid = (P_lo + P_hi) / 2. Defaults: gamma in [0.65, 1.55], contrast in [0.5, 1.1],
-   |brightness| <= 15, L within [30, 80].
+   |brightness| <= 15 (at most 11 in practice: the L range leaves no more), L within [35, 75].
 
 Gamut: every (L, a, b) the generator can produce lies inside sRGB. ``WorldConfig`` checks the worst case
 (every class mode, plus a chroma-noise disc, over all of ``lightness_limits``) when it is built and raises
@@ -62,10 +80,11 @@ ValueError naming the fields otherwise; the generator checks every image again b
 sRGB -> Lab must come back within ``GAMUT_TOLERANCE``, i.e. nothing was clipped).
 
 Measured by tests/test_sources_synthetic.py (seed 3, 220 images of 128 px, decoded JPEGs): a nearest-
-centroid classifier on 7 gray-only region features reaches 0.91 balanced accuracy (chance 0.11); the best
-pixel-wise gray level -> class map scores 0.35 against 0.37 for the majority class (I(L; class) = 0.05
-bit); region mode counts fit the spec's probabilities (chi-square); the max Lab -> sRGB -> Lab error
-of any generated pixel is ~1e-13.
+centroid classifier on 7 gray-only region features reaches 0.91 balanced accuracy over the 9 kinds (chance
+0.11), while between gray-alike twins it is at chance (0.50-0.53; 1.00 between a twin and another kind);
+the best pixel-wise gray level -> class map scores 0.33, the same as the majority class (I(L; class) =
+0.08 bit); region mode counts and twin shares fit the spec's probabilities (chi-square); the max Lab ->
+sRGB -> Lab error of any generated pixel is ~1e-13.
 
 Determinism: the same config gives the same archive bytes (sorted members, fixed mtime/uid/gid/mode, ustar
 headers without pax timestamps) with the same numpy/scipy/Pillow/libjpeg versions.
@@ -77,9 +96,7 @@ import functools
 import io
 import json
 import math
-import os
 import tarfile
-import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -90,13 +107,15 @@ from PIL import Image, ImageDraw
 from scipy import ndimage
 from tqdm import tqdm
 
+from semcolor.atomic import atomic_output
 from semcolor.color import lab_to_srgb, srgb_to_lab
 from semcolor.config import config_to_dict
+from semcolor.metrics import Palette
 from semcolor.sources._labels import encode_palette_png, missing_tree_error, voc_colormap
 from semcolor.sources.base import IGNORE_INDEX, Archive, Item, Sample, SampleError
 from semcolor.sources.voc2012 import Voc2012
 
-WORLD_VERSION = 1  # bump when a change to the generator changes the images a config produces
+WORLD_VERSION = 2  # bump when a change to the generator changes the images a config produces
 ARCHIVE_FILENAME = "semantic_world.tar"
 DEVKIT_DIR = "VOCdevkit/VOC2012"
 SPLIT_DIR = "ImageSets/Segmentation"
@@ -106,6 +125,9 @@ SPLIT_CODES = {"train": 0, "val": 1}  # part of every image's random seed
 GAMUT_TOLERANCE = 0.01  # max |Lab -> sRGB -> Lab| error, Lab units; a clip of ~1e-4 in sRGB exceeds it
 TAR_MTIME = 1336694400  # 2012-05-11 00:00 UTC, the VOC2012 release day: any fixed value works
 MIN_MODE_DISTANCE = 30.0  # ab distance every pair of modes of one class must exceed
+# ab distance every pair of modes of DIFFERENT classes must exceed: > 3 x the largest chroma-noise offset
+# (3 * sqrt 2 = 4.2), so every real pixel is nearer its own class's mode than any other (palette accuracy)
+MIN_CLASS_MODE_DISTANCE = 16.0
 
 
 # ----------------------------------------------------------------------------------------------
@@ -125,71 +147,91 @@ class ChromaMode:
 
 @dataclass(frozen=True)
 class WorldClass:
-    """One class of the world: what it looks like in gray (shape, position, texture) and its colors."""
+    """One class of the world: what it looks like in gray (shape, position, texture) and its colors.
+
+    ``kind`` names the gray appearance (geometry, texture, position, lightness statistics). Classes of one
+    kind are *gray-alike twins*: the generator draws a region of that kind and then its class with
+    probability ``kind_share``, so nothing in the gray image tells the twins apart; only their colors and
+    the label map do."""
 
     name: str
+    kind: str
     shape: str
     position: str
     texture: str
     texture_amplitude: float  # standard deviation of the zero-mean L texture inside a region, L units
     modes: tuple[ChromaMode, ...]
+    kind_share: float = 1.0  # probability that a region of this kind is this class
 
     @property
     def achromatic(self) -> bool:
         return all(mode.a == 0 and mode.b == 0 for mode in self.modes)
 
 
+_SKY = ("band above a wavy horizon", "top 22-42 % of the image", "smooth vertical ramp, brighter toward the horizon")
+_GRASS = ("band with a jagged top edge reaching the bottom", "bottom 14-32 % of the image",
+          "vertical strokes (noise elongated along y)")
+_WALL = ("upright rectangle (a wall)", "standing on the ground, may reach into the sky",
+         "brick grid: rows of bricks offset by half a brick, dark mortar lines")
 WORLD_CLASSES: tuple[WorldClass, ...] = (
     WorldClass(
-        "background", "everything below the horizon not covered by another region", "lower part",
-        "low-frequency blotches (smooth noise, scale ~S/24)", 3.5, (ChromaMode("earth", 6.0, 18.0, 1.0),),
+        "background", "ground", "everything below the horizon not covered by another region", "lower part",
+        "low-frequency blotches (smooth noise, scale ~S/24)", 3.5, (ChromaMode("earth", 12.0, 19.0, 1.0),),
     ),
+    WorldClass("sky", "sky", *_SKY, 2.5, (ChromaMode("blue", 7.0, -34.0, 1.0),), kind_share=0.5),
+    WorldClass("grass", "grass", *_GRASS, 4.0, (ChromaMode("green", -35.0, 34.0, 1.0),), kind_share=0.5),
     WorldClass(
-        "sky", "band above a wavy horizon", "top 22-42 % of the image",
-        "smooth vertical ramp, brighter toward the horizon", 2.5, (ChromaMode("blue", -3.0, -20.0, 1.0),),
-    ),
-    WorldClass(
-        "grass", "band with a jagged top edge reaching the bottom", "bottom 14-32 % of the image",
-        "vertical strokes (noise elongated along y)", 4.0, (ChromaMode("green", -26.0, 30.0, 1.0),),
-    ),
-    WorldClass(
-        "water", "full-width band with gently wavy edges", "between the horizon and the grass",
+        "water", "water", "full-width band with gently wavy edges", "between the horizon and the grass",
         "horizontal ripples (sinusoid along y, period ~S/22) with streaks along x", 4.0,
-        (ChromaMode("teal", -12.0, -9.0, 1.0),),
+        (ChromaMode("teal", -18.0, -3.0, 1.0),),
     ),
+    WorldClass("brick", "wall", *_WALL, 4.0, (ChromaMode("red-brown", 29.0, 22.0, 1.0),), kind_share=0.5),
     WorldClass(
-        "brick", "upright rectangle (a wall)", "standing on the ground, may reach into the sky",
-        "brick grid: rows of bricks offset by half a brick, dark mortar lines", 4.0,
-        (ChromaMode("red-brown", 20.0, 15.0, 1.0),),
-    ),
-    WorldClass(
-        "tree", "blob of 4-7 overlapping discs", "crown around the horizon",
+        "tree", "tree", "blob of 4-7 overlapping discs", "crown around the horizon",
         "fine isotropic foliage noise on a coarse shading", 4.0,
-        (ChromaMode("green", -22.0, 24.0, 0.7), ChromaMode("autumn", 16.0, 30.0, 0.3)),
+        (ChromaMode("green", -28.0, 18.0, 0.7), ChromaMode("autumn", 22.0, 40.0, 0.3)),
     ),
     WorldClass(
-        "car", "rounded rectangle with two wheels", "lower half of the image",
+        "car", "car", "rounded rectangle with two wheels", "lower half of the image",
         "dark window band, bright horizontal highlight, dark wheels", 4.0,
         (
-            ChromaMode("red", 22.0, 13.0, 0.5),
-            ChromaMode("blue", 4.0, -26.0, 0.3),
-            ChromaMode("yellow", -6.0, 34.0, 0.2),
+            ChromaMode("red", 35.0, 4.0, 0.5),
+            ChromaMode("blue", 9.0, -16.0, 0.3),
+            ChromaMode("yellow", -13.0, 34.0, 0.2),
         ),
     ),
     WorldClass(
-        "fruit", "small discs in clusters of 1-3", "lower two thirds of the image",
+        "fruit", "fruit", "small discs in clusters of 1-3", "lower two thirds of the image",
         "spherical shading with a highlight at the upper left", 4.0,
-        (ChromaMode("red", 23.0, 11.0, 0.6), ChromaMode("green", -20.0, 28.0, 0.4)),
+        (ChromaMode("red", 42.0, -26.0, 0.6), ChromaMode("green", -9.0, 17.0, 0.4)),
     ),
     WorldClass(
-        "stone", "irregular ellipse", "on the ground, lower half",
+        "stone", "stone", "irregular ellipse", "on the ground, lower half",
         "speckle: fine noise with sparse dark and bright dots", 4.0, (ChromaMode("gray", 0.0, 0.0, 1.0),),
     ),
+    # the gray-alike twins of sky, grass and brick (same kind: same shape, position, texture, lightness)
+    WorldClass("dusk", "sky", *_SKY, 2.5, (ChromaMode("purple", 25.0, -30.0, 1.0),), kind_share=0.5),
+    WorldClass("straw", "grass", *_GRASS, 4.0, (ChromaMode("yellow", 5.0, 35.0, 1.0),), kind_share=0.5),
+    WorldClass("slate", "wall", *_WALL, 4.0, (ChromaMode("blue-gray", -8.0, -18.0, 1.0),), kind_share=0.5),
 )
 _PALETTE = voc_colormap()  # the 256-entry VOC colormap every label PNG carries
 CLASS_NAMES: tuple[str, ...] = tuple(world_class.name for world_class in WORLD_CLASSES)
 CLASS_ID = {name: index for index, name in enumerate(CLASS_NAMES)}
-OBJECT_CLASSES = ("brick", "tree", "stone", "car", "fruit")  # placed per image; also their painting order
+KIND_CLASSES: dict[str, tuple[str, ...]] = {}  # kind -> its classes, in class-id order
+for _world_class in WORLD_CLASSES:
+    KIND_CLASSES.setdefault(_world_class.kind, ())
+    KIND_CLASSES[_world_class.kind] += (_world_class.name,)
+GRAY_ALIKE_PAIRS: tuple[tuple[str, ...], ...] = tuple(names for names in KIND_CLASSES.values() if len(names) > 1)
+OBJECT_KINDS = ("wall", "tree", "stone", "car", "fruit")  # placed per image; also their painting order
+EXPECTED_EFFECT = (
+    "The gray image reveals each region's kind (shape, position, texture), so a colorizer can learn every "
+    "class's colors from gray alone, except between gray-alike twins (sky/dusk, grass/straw, brick/slate): "
+    "their gray appearance is drawn from the same distributions, so from gray alone a twin region is right "
+    "at best with its kind_share (0.5) and the semantic map carries the missing bit. A model that reads the "
+    "map (the U-Net given the true map) can reach palette accuracy near 1 on twin pixels, one that ignores "
+    "it about 0.5; repainting a twin region with its twin class in the map must move its colors to the "
+    "twin's modes (claim f). Segmenters on gray confuse the twins, segmenters on color do not (Table 3)."
+)
 
 
 def _check_world_classes() -> None:
@@ -202,6 +244,21 @@ def _check_world_classes() -> None:
             for second in world_class.modes[i + 1 :]:
                 if math.hypot(first.a - second.a, first.b - second.b) <= MIN_MODE_DISTANCE:
                     raise ValueError(f"class {world_class.name}: modes {first.name}/{second.name} too close")
+    for kind, names in KIND_CLASSES.items():
+        total = sum(WORLD_CLASSES[CLASS_ID[name]].kind_share for name in names)
+        if abs(total - 1.0) > 1e-9:
+            raise ValueError(f"kind {kind}: the kind_share of {', '.join(names)} sums to {total}, not 1")
+    for i, first_class in enumerate(WORLD_CLASSES):
+        for second_class in WORLD_CLASSES[i + 1 :]:
+            for first in first_class.modes:
+                for second in second_class.modes:
+                    distance = math.hypot(first.a - second.a, first.b - second.b)
+                    if distance <= MIN_CLASS_MODE_DISTANCE:
+                        raise ValueError(
+                            f"modes {first_class.name}/{first.name} and {second_class.name}/{second.name} are "
+                            f"{distance:.1f} apart in ab, not more than {MIN_CLASS_MODE_DISTANCE}: nearest-mode "
+                            "assignment (palette accuracy) could not tell them apart"
+                        )
 
 
 _check_world_classes()
@@ -225,12 +282,17 @@ class WorldConfig:
     num_train: int = 600
     num_val: int = 150
     image_size: int = 160  # square side, px
-    jpeg_quality: int = 95  # Pillow quality, 4:4:4 chroma (no subsampling: thin regions keep their color)
+    # Pillow quality, 4:4:4 chroma (no subsampling: thin regions keep their color). 100, not 95: at 95 the
+    # coarser chroma quantization leaks into CIE L by an amount that depends on the hue, a fine L texture
+    # that told gray-alike twins apart (sky/dusk at 0.99 balanced accuracy from gray features)
+    jpeg_quality: int = 100
     boundary_width: int = 4  # px of 255 band across every region edge (about half on each side)
-    lightness_range: tuple[float, float] = (42.0, 68.0)  # region mean L, shared by all classes
+    lightness_range: tuple[float, float] = (45.0, 65.0)  # region mean L, shared by all classes
     texture_headroom: float = 8.0  # texture clipped to +- this many L units around the region mean
     chroma_noise: float = 3.0  # per-pixel a/b noise bound, Lab units (std chroma_noise / 2)
-    lightness_limits: tuple[float, float] = (30.0, 80.0)  # no pixel leaves this L range (gamut-checked)
+    # no pixel leaves this L range (gamut-checked); narrower than [30, 80] so that the sRGB gamut at every L
+    # leaves room for 16 modes more than MIN_CLASS_MODE_DISTANCE apart
+    lightness_limits: tuple[float, float] = (35.0, 75.0)
     contrast_range: tuple[float, float] = (0.5, 1.1)  # per-image L contrast factor about the mid gray
     max_brightness: float = 15.0  # per-image L offset bound, L units (further limited by lightness_limits)
     gamma_range: tuple[float, float] = (0.65, 1.55)  # per-image gamma on normalized L (log-uniform)
@@ -327,6 +389,9 @@ def class_spec(config: WorldConfig) -> dict[str, Any]:
             {
                 "id": class_id,
                 "name": world_class.name,
+                "kind": world_class.kind,
+                "kind_share": world_class.kind_share,
+                "gray_alike_twins": [name for name in KIND_CLASSES[world_class.kind] if name != world_class.name],
                 "palette": [int(v) for v in _PALETTE[class_id]],
                 "shape": world_class.shape,
                 "position": world_class.position,
@@ -367,7 +432,18 @@ def class_spec(config: WorldConfig) -> dict[str, Any]:
             "applies_to": "L only",
         },
         "chroma_noise": {"distribution": "normal, std chroma_noise/2, clipped to +-chroma_noise, per pixel"},
-        "semantic_color_accuracy_threshold": 12.0,
+        "min_mode_distance": {"same_class": MIN_MODE_DISTANCE, "different_classes": MIN_CLASS_MODE_DISTANCE},
+        "gray_alike_pairs": [
+            {
+                "classes": list(names),
+                "kind": WORLD_CLASSES[CLASS_ID[names[0]]].kind,
+                "shares": [WORLD_CLASSES[CLASS_ID[name]].kind_share for name in names],
+                "same": "shape, position, texture, texture amplitude, lightness statistics and jitter",
+                "different": "chroma modes (more than min_mode_distance.different_classes apart)",
+            }
+            for names in GRAY_ALIKE_PAIRS
+        ],
+        "expected_effect": EXPECTED_EFFECT,
         "classes": classes,
     }
 
@@ -381,6 +457,23 @@ def class_modes(spec: Mapping[str, Any]) -> dict[int, np.ndarray]:
     }
 
 
+def palette_of(spec: Mapping[str, Any]) -> Palette:
+    """The world's ``semcolor.metrics.Palette`` (every class's modes with their probabilities) from a spec."""
+    classes = spec["classes"]
+    return Palette.from_class_modes(
+        class_modes(spec),
+        {int(c["id"]): [float(m["p"]) for m in c["chroma_modes"]] for c in classes},
+        num_classes=len(classes),
+    )
+
+
+def gray_alike_pairs_of(spec: Mapping[str, Any]) -> list[tuple[int, int]]:
+    """The spec's gray-alike twin pairs as class ids, e.g. [(1, 9), (2, 10), (4, 11)]; [] for a spec
+    without twins (world version 1)."""
+    ids = {c["name"]: int(c["id"]) for c in spec["classes"]}
+    return [tuple(ids[name] for name in pair["classes"]) for pair in spec.get("gray_alike_pairs", [])]
+
+
 # ----------------------------------------------------------------------------------------------
 # Generation: layout (label geometry), textures, colors
 # ----------------------------------------------------------------------------------------------
@@ -392,6 +485,7 @@ class _Region:
 
     instance: int
     class_name: str
+    kind: str
     box: tuple[float, float, float, float] = (0.0, 0.0, 0.0, 0.0)  # left, top, right, bottom
     extra: dict[str, float] = field(default_factory=dict)
 
@@ -448,11 +542,12 @@ def _draw_layout(rng: np.random.Generator, config: WorldConfig) -> tuple[np.ndar
     draw = ImageDraw.Draw(canvas)
     regions: list[_Region] = []
 
-    def new_region(class_name: str, box=(0.0, 0.0, 0.0, 0.0), **extra: float) -> int:
-        regions.append(_Region(len(regions), class_name, tuple(float(v) for v in box), dict(extra)))
+    def new_region(kind: str, box=(0.0, 0.0, 0.0, 0.0), **extra: float) -> int:
+        regions.append(_Region(len(regions), _pick_class(rng, kind), kind, tuple(float(v) for v in box),
+                               dict(extra)))
         return len(regions) - 1
 
-    new_region("background", (0, 0, size, size))  # instance 0 fills the canvas
+    new_region("ground", (0, 0, size, size))  # instance 0 fills the canvas
     horizon = rng.uniform(0.22, 0.42) * size
     edge = _wavy_edge(rng, size, horizon, rng.uniform(0.01, 0.04) * size, max(2.0, size / 40))
     draw.polygon([(-1, -1), *edge, (size, -1)], fill=new_region("sky", (0, 0, size, horizon)))
@@ -470,28 +565,38 @@ def _draw_layout(rng: np.random.Generator, config: WorldConfig) -> tuple[np.ndar
         draw.polygon([(-1, size + 1), *blades, (size, size + 1)], fill=grass)
 
     count = int(rng.integers(config.min_objects, config.max_objects + 1))
-    chosen = sorted(rng.integers(0, len(OBJECT_CLASSES), size=count).tolist())  # painting order
+    chosen = sorted(rng.integers(0, len(OBJECT_KINDS), size=count).tolist())  # painting order
     for object_index in chosen:
-        _draw_object(rng, draw, OBJECT_CLASSES[object_index], size, horizon, new_region)
+        _draw_object(rng, draw, OBJECT_KINDS[object_index], size, horizon, new_region)
     return np.asarray(canvas, dtype=np.uint8), regions
+
+
+def _pick_class(rng: np.random.Generator, kind: str) -> str:
+    """The class of a new region of ``kind``: drawn by ``kind_share`` among gray-alike twins (one draw from
+    the layout stream when the region is created; no geometry, texture or lightness draw depends on it)."""
+    names = KIND_CLASSES[kind]
+    if len(names) == 1:
+        return names[0]
+    shares = [WORLD_CLASSES[CLASS_ID[name]].kind_share for name in names]
+    return names[int(rng.choice(len(names), p=shares))]
 
 
 def _draw_object(
     rng: np.random.Generator,
     draw: ImageDraw.ImageDraw,
-    class_name: str,
+    kind: str,
     size: int,
     horizon: float,
     new_region: Callable[..., int],
 ) -> None:
-    """Draw one object of ``class_name`` (a fruit object is a cluster of 1-3 fruit regions)."""
-    if class_name == "brick":
+    """Draw one object of ``kind`` (a fruit object is a cluster of 1-3 fruit regions)."""
+    if kind == "wall":
         width, height = rng.uniform(0.2, 0.4) * size, rng.uniform(0.18, 0.35) * size
         bottom = rng.uniform(min(horizon + 0.05 * size, 0.75 * size), 0.75 * size)
         left = rng.uniform(-0.1 * size, size - 0.9 * width)
         box = (left, max(bottom - height, 0.0), left + width, bottom)
-        draw.rectangle(box, fill=new_region("brick", box))
-    elif class_name == "tree":
+        draw.rectangle(box, fill=new_region("wall", box))
+    elif kind == "tree":
         center_x = rng.uniform(0.0, 1.0) * size
         center_y = np.clip(rng.uniform(horizon - 0.1 * size, horizon + 0.05 * size), 0.1 * size, 0.6 * size)
         reach = 0.2 * size
@@ -501,7 +606,7 @@ def _draw_object(
             radius = rng.uniform(0.05, 0.10) * size
             x, y = center_x + rng.normal(0, 0.07 * size), center_y + rng.normal(0, 0.05 * size)
             draw.ellipse((x - radius, y - radius, x + radius, y + radius), fill=instance)
-    elif class_name == "stone":
+    elif kind == "stone":
         center_x = rng.uniform(0.05, 0.95) * size
         center_y = rng.uniform(max(horizon / size + 0.1, 0.5), 0.95) * size
         radius_x = rng.uniform(0.05, 0.1) * size
@@ -516,7 +621,7 @@ def _draw_object(
         points = list(zip(xs.tolist(), ys.tolist()))
         box = (center_x - radius_x, center_y - radius_y, center_x + radius_x, center_y + radius_y)
         draw.polygon(points, fill=new_region("stone", box))
-    elif class_name == "car":
+    elif kind == "car":
         width = rng.uniform(0.22, 0.36) * size
         height = rng.uniform(0.35, 0.5) * width
         center_x, center_y = rng.uniform(0.05, 0.95) * size, rng.uniform(0.5, 0.88) * size
@@ -526,15 +631,15 @@ def _draw_object(
         draw.rounded_rectangle(box, radius=0.3 * height, fill=instance)
         for wheel_x in (box[0] + 0.25 * width, box[2] - 0.25 * width):
             draw.ellipse((wheel_x - wheel, box[3] - wheel, wheel_x + wheel, box[3] + wheel), fill=instance)
-    elif class_name == "fruit":
+    elif kind == "fruit":
         center_x, center_y = rng.uniform(0.05, 0.95) * size, rng.uniform(0.35, 0.95) * size
         for _ in range(int(rng.integers(1, 4))):
             radius = rng.uniform(0.04, 0.065) * size
             x, y = center_x + rng.uniform(-1.5, 1.5) * radius, center_y + rng.uniform(-1.0, 1.0) * radius
             box = (x - radius, y - radius, x + radius, y + radius)
             draw.ellipse(box, fill=new_region("fruit", box, radius=radius))
-    else:  # pragma: no cover - OBJECT_CLASSES lists exactly the branches above
-        raise ValueError(f"unknown object class {class_name!r}")
+    else:  # pragma: no cover - OBJECT_KINDS lists exactly the branches above
+        raise ValueError(f"unknown object kind {kind!r}")
 
 
 class _Textures:
@@ -559,8 +664,8 @@ class _Textures:
     def field(self, region: _Region, window: tuple[slice, slice]) -> np.ndarray:
         size, y, x = self.size, self.y[window], self.x[window]
         left, top, right, bottom = region.box
-        name = region.class_name
-        if name == "background":
+        name = region.kind  # gray-alike twins share their kind's texture (and its noise fields)
+        if name == "ground":
             return self.noise("background", (size / 24, size / 24))[window]
         if name == "sky":
             return y  # brighter toward the horizon, like a real sky
@@ -571,7 +676,7 @@ class _Textures:
             wobble = 0.2 * wavelength * np.sin(2 * np.pi * x / (size / 3) + self.rng.uniform(0, 2 * np.pi))
             ripples = np.sin(2 * np.pi * (y + wobble) / wavelength)
             return ripples + 0.35 * self.noise("water", (max(0.6, size / 250), size / 25))[window]
-        if name == "brick":
+        if name == "wall":
             brick_height = max(4.0, size / 20)
             mortar = max(1.0, round(size / 110))
             row = np.floor((y - top) / brick_height)
@@ -600,7 +705,7 @@ class _Textures:
             fine = self.noise("stone", (0.6, 0.6))[window]
             dots = self.noise("stone_dots", (0.3, 0.3))[window]  # nearly white: sparse extreme dots
             return fine + np.where(dots < -2.0, -4.0, 0.0) + np.where(dots > 2.2, 4.0, 0.0)
-        raise ValueError(f"no texture for class {name!r}")  # pragma: no cover
+        raise ValueError(f"no texture for kind {name!r}")  # pragma: no cover
 
 
 def _lightness_jitter(rng: np.random.Generator, config: WorldConfig) -> dict[str, float]:
@@ -770,10 +875,8 @@ def write_world_archive(config: WorldConfig, path: str | Path, progress: bool = 
     Labels (small PNGs) are held in memory until the JPEGs are written, since tar members go in sorted
     order (JPEGImages < SegmentationClass); JPEGs stream straight into the archive."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    descriptor, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as raw, tarfile.open(
+    with atomic_output(path) as raw:
+        with tarfile.open(
             fileobj=raw, mode="w", format=tarfile.USTAR_FORMAT  # ustar: no pax headers, no atime/ctime
         ) as tar:
             writer = _DeterministicTar(tar)
@@ -797,10 +900,6 @@ def write_world_archive(config: WorldConfig, path: str | Path, progress: bool = 
                 writer.add_file(f"{DEVKIT_DIR}/SegmentationClass/{key}.png", labels[key])
             writer.add_file(f"{DEVKIT_DIR}/{SPEC_FILE}", _json_bytes(class_spec(config)))
             writer.add_file(f"{DEVKIT_DIR}/{IMAGE_FACTS_FILE}", _json_bytes(facts))
-        os.replace(temporary, path)
-    except BaseException:
-        Path(temporary).unlink(missing_ok=True)
-        raise
     return path
 
 

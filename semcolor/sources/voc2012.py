@@ -18,6 +18,7 @@ from typing import ClassVar
 from semcolor.sources._labels import (
     ListedPairSource,
     decode_image_and_label,
+    decode_image_and_label_resized,
     read_palette_indices,
     sample_metadata,
 )
@@ -101,4 +102,16 @@ class Voc2012(ListedPairSource):
             item.key, image_path, label_path, read_palette_indices, self.num_classes, self.ignore_index
         )
         metadata = sample_metadata(self.name, item, image)
+        return Sample(key=item.key, image=image, label=label, metadata=metadata)
+
+    def load_resized(self, item: Item, size: int) -> Sample:
+        """``load`` for the shard converter: image uint8 (size, size, 3) and label uint8 (size, size),
+        resized as ``semcolor.shards`` stores them (JPEG draft decoding when the photo is at least twice
+        ``size``, see ``semcolor.sources._labels``), with the same checks and SampleErrors as ``load``.
+        ``metadata['original_size']`` is the image file's own [width, height]."""
+        image_path, label_path = (Path(path) for path in item.paths)
+        image, label, (height, width) = decode_image_and_label_resized(
+            item.key, image_path, label_path, read_palette_indices, self.num_classes, self.ignore_index, size
+        )
+        metadata = {**sample_metadata(self.name, item, image), "original_size": [int(width), int(height)]}
         return Sample(key=item.key, image=image, label=label, metadata=metadata)

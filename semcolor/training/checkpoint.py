@@ -7,16 +7,22 @@ registered model name and its config as plain data, nanoGPT-style) and to resume
 
 from __future__ import annotations
 
-import os
+import pickle
 import random
-import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from semcolor.atomic import atomic_output
+
 FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A file is not a usable semcolor checkpoint; the message names it and says what to do."""
 
 
 def rng_state() -> dict[str, Any]:
@@ -48,41 +54,109 @@ def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> Path:
 
     A crash mid-write leaves the previous checkpoint intact, never a truncated one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {"format_version": FORMAT_VERSION, **payload}
-    descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(descriptor, "wb") as handle:
-            torch.save(payload, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
+    with atomic_output(path, fsync=True) as handle:
+        torch.save(payload, handle)
     return path
 
 
+REQUIRED_KEYS = ("model_name", "model_config", "model")
+_ADVICE = "use a checkpoint written by semcolor's training (models/*.pt or an MLflow model of this project)"
+
+
 def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Read a checkpoint with ``weights_only=True`` (no pickled code is executed)."""
+    """Read a checkpoint with ``weights_only=True`` (no pickled code is executed).
+
+    Every way a file can be unusable raises ``CheckpointError`` (a ValueError) with one line naming the file:
+    not a PyTorch file (random bytes, empty, truncated), pickled Python objects (which could run code: refused,
+    never retried without ``weights_only``), not a semcolor payload, another format version. A missing file
+    raises FileNotFoundError."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    payload = torch.load(path, map_location=map_location, weights_only=True)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch warns about old pickle protocols before refusing them
+            payload = torch.load(path, map_location=map_location, weights_only=True)
+    except pickle.UnpicklingError as error:
+        # torch's own message advises weights_only=False, i.e. running the file's code: never pass it on
+        if "Unsupported global" in str(error) or "GLOBAL" in str(error):
+            raise CheckpointError(
+                f"{path}: refused: it holds pickled Python objects besides tensors and plain data, and loading "
+                f"them could run code; {_ADVICE}") from None
+        raise CheckpointError(f"{path}: not a PyTorch checkpoint (unreadable data); {_ADVICE}") from None
+    except (RuntimeError, EOFError, OSError, ValueError, TypeError, AttributeError, IndexError,
+            KeyError) as error:
+        if isinstance(error, OSError) and not isinstance(error, EOFError) and error.errno is not None:
+            raise  # a real I/O error (permissions, disk): its own message names the file
+        raise CheckpointError(
+            f"{path}: not a PyTorch checkpoint (empty, truncated or corrupt: {type(error).__name__}); "
+            f"copy it again or {_ADVICE}") from None
+    if not isinstance(payload, dict) or not all(key in payload for key in REQUIRED_KEYS):
+        found = f"a dict with keys {sorted(map(str, payload))[:6]}" if isinstance(payload, dict) else \
+            f"a {type(payload).__name__}"
+        raise CheckpointError(f"{path}: not a semcolor checkpoint ({found}; it needs "
+                              f"{', '.join(REQUIRED_KEYS)}); {_ADVICE}")
     if payload.get("format_version") != FORMAT_VERSION:
-        raise ValueError(f"{path}: checkpoint format {payload.get('format_version')} is not {FORMAT_VERSION}")
+        raise CheckpointError(f"{path}: checkpoint format {payload.get('format_version')} is not "
+                              f"{FORMAT_VERSION}; retrain it with this version of semcolor")
     return payload
 
 
-def model_from_checkpoint(path_or_payload: str | Path | dict[str, Any], use_ema: bool = True):
-    """Rebuild the registered model from a checkpoint (EMA weights when present and ``use_ema``)."""
+def model_from_checkpoint(path_or_payload: str | Path | dict[str, Any], use_ema: bool = True,
+                          source: str | Path | None = None):
+    """Rebuild the registered model from a checkpoint (EMA weights when present and ``use_ema``).
+
+    CheckpointError naming the file (``source`` for a payload) when its model name is unknown, its config
+    is invalid or its weights do not fit the model its config builds."""
     from semcolor.models import create_model
 
-    payload = path_or_payload if isinstance(path_or_payload, dict) else load_checkpoint(path_or_payload)
-    model = create_model(payload["model_name"], **payload["model_config"])
+    if isinstance(path_or_payload, dict):
+        payload = path_or_payload
+    else:
+        source = path_or_payload
+        payload = load_checkpoint(path_or_payload)
+    where = source if source is not None else "checkpoint"
+    name, config = payload["model_name"], payload["model_config"]
+    if not isinstance(name, str) or not isinstance(config, dict):
+        raise CheckpointError(f"{where}: model_name must be a string and model_config a mapping; {_ADVICE}")
+    try:
+        model = create_model(name, **config)
+    except (ValueError, TypeError) as error:  # an unknown model, or a config its dataclass refuses
+        raise CheckpointError(f"{where}: cannot build its model {name!r}: {_one_line(error)}; "
+                              "it was written by another version of semcolor, or edited") from None
     state = payload.get("ema") if use_ema and payload.get("ema") is not None else payload["model"]
-    model.load_state_dict(state)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{where}: its weights are a {type(state).__name__}, not a state dict; {_ADVICE}")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as error:
+        raise CheckpointError(f"{where}: its weights do not fit its {name} config "
+                              f"({_state_mismatch(model.state_dict(), state)}); the file is damaged or was "
+                              f"edited: {_ADVICE}") from None
     return model.eval()
+
+
+def _state_mismatch(expected: dict[str, Any], found: dict[str, Any]) -> str:
+    """A short description of how two state dicts differ (missing, unexpected and reshaped tensors)."""
+    missing = sorted(set(expected) - set(found))
+    unexpected = sorted(set(found) - set(expected))
+    shapes = [key for key in sorted(set(expected) & set(found))
+              if getattr(found[key], "shape", None) != expected[key].shape]
+    parts = []
+    if shapes:
+        key = shapes[0]
+        parts.append(f"{len(shapes)} tensors of another shape, e.g. {key} "
+                     f"{tuple(getattr(found[key], 'shape', ()))} instead of {tuple(expected[key].shape)}")
+    if missing:
+        parts.append(f"{len(missing)} missing, e.g. {missing[0]}")
+    if unexpected:
+        parts.append(f"{len(unexpected)} unexpected, e.g. {unexpected[0]}")
+    return "; ".join(parts) or "tensors of another type"
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split())
 
 
 def _to_plain(value):
