@@ -45,7 +45,9 @@ def _best(runs: list[tuple]) -> tuple[float, float]:
 
 def measure(width: float, batch: int, variant: str, seed: int, naive_budget_s: float, rounds: int) -> dict:
     torch.manual_seed(seed)
-    model = create_model(f"psc_{variant}", width=width).eval()
+    # g's channels are their own parameter (not scaled by width); the bench keeps its historical shapes,
+    # 128 x width channels (32 at width 0.25, 128 at the paper's 1.0)
+    model = create_model(f"psc_{variant}", width=width, generator_channels=max(1, round(128 * width))).eval()
     L = torch.rand(batch, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(seed)) * 2 - 1
     pixels = (SIZE // 4) ** 2
     row = SIZE // 4

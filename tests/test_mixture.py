@@ -157,7 +157,7 @@ def test_sampling_a_fixed_mixture_reproduces_its_moments():
     assert float(a.var()) == pytest.approx(want["var_a"], rel=0.03)
     assert float(b.var()) == pytest.approx(want["var_b"], rel=0.03)
     assert float(((a - a.mean()) * (b - b.mean())).mean()) == pytest.approx(want["cov_ab"], rel=0.05)
-    # the closed-form mean used by the fast colourization agrees with the samples
+    # the mean used by the fast colourization agrees with the samples
     analytic_mean = mixture.mean(raw, K, False)[0, :, 0]
     assert abs(float(analytic_mean[0]) - float(a.mean())) < 3e-3
     assert abs(float(analytic_mean[1]) - float(b.mean())) < 3e-3
@@ -202,3 +202,73 @@ def test_mode_picks_the_heaviest_component_and_bits_per_dim_converts_nats():
     assert mixture.bits_per_dim(math.log(2.0) * 3) == pytest.approx(3.0)
     with pytest.raises(ValueError, match="temperature"):
         mixture.sample(raw, K, False, temperature=0.0)
+
+
+def _edge_case_params(condition_on_L: bool) -> torch.Tensor:
+    """Pixels where the discretization and the edge clipping matter: component locations beyond +-1, scales
+    from far below a grid step (sigma 0.001) to half the range, strong b <- a coupling."""
+    n = 8 if condition_on_L else 6
+    raw = torch.zeros(1, n * K, 6, dtype=torch.float64)
+    raw[0, 0:K] = torch.tensor([[0.5, 0.0, -2.0, 1.0, 0.3, 0.0], [0.0, 1.0, 0.0, -1.0, 0.0, 0.2],
+                                [-0.3, -1.0, 0.5, 0.0, -0.3, 0.0]], dtype=torch.float64)
+    raw[0, K : 2 * K] = torch.tensor([[1.2, 0.9, -1.4, 0.0, 0.4, 0.0021], [-0.9, 0.95, 0.3, -0.2, -0.6, 0.3],
+                                      [0.3, 1.5, -0.97, 0.1, 0.0, -0.5]], dtype=torch.float64)  # a
+    raw[0, 2 * K : 3 * K] = torch.tensor([[-1.3, 0.5, 0.2, 0.98, -0.1, 0.0051], [0.8, -0.9, 1.1, 0.0, 0.2, 0.1],
+                                          [0.2, 0.0, -0.5, 0.3, 0.96, 0.0]], dtype=torch.float64)  # b
+    raw[0, 3 * K : 4 * K] = torch.tensor([[-1.0, -2.0, -0.7, -6.9, -3.0, -6.5], [-6.5, -4.0, -1.5, -2.0, -5.2, -3.0],
+                                          [-2.0, -0.5, -3.0, -1.0, -2.5, -7.0]], dtype=torch.float64)  # log-scale a
+    raw[0, 4 * K : 5 * K] = torch.tensor([[-0.5, -6.0, -2.5, -3.0, -6.9, -6.2], [-6.8, -1.0, -4.0, -2.0, -2.0, -2.5],
+                                          [-3.0, -3.0, -0.8, -5.5, -1.5, -6.0]], dtype=torch.float64)  # log-scale b
+    raw[0, 5 * K : 6 * K] = torch.tensor([[0.9, 2.0, -1.0, 0.0, 3.0, 0.5], [-2.0, 0.3, 0.8, 1.5, -0.5, 0.0],
+                                          [0.5, -1.0, 0.0, 0.7, 1.2, -3.0]], dtype=torch.float64)  # b <- a
+    if condition_on_L:
+        raw[0, 6 * K : 8 * K] = 0.7 * torch.randn(2 * K, 6, generator=torch.Generator().manual_seed(9), dtype=torch.float64)
+    return raw
+
+
+@pytest.mark.parametrize("condition_on_L", [False, True])
+def test_mean_is_the_exact_mean_of_the_discretized_clipped_mixture(condition_on_L):
+    # Monte Carlo over the very sampler that draws the colourizations: quantized, clipped a, then b given it
+    raw = _edge_case_params(condition_on_L)
+    L = torch.linspace(-0.9, 0.9, 6, dtype=torch.float64).reshape(1, 1, 6) if condition_on_L else None
+    n = 400_000
+    samples = mixture.sample(raw.repeat_interleave(n, dim=2), K, condition_on_L,
+                             None if L is None else L.repeat_interleave(n, dim=2),
+                             generator=torch.Generator().manual_seed(3))[0].reshape(2, 6, n)
+    monte_carlo = samples.mean(-1)
+    standard_error = samples.std(-1) / math.sqrt(n)
+    exact = mixture.mean(raw, K, condition_on_L, L)[0]
+    assert torch.all((exact - monte_carlo).abs() <= 4.5 * standard_error + 1e-5), (exact, monte_carlo, standard_error)
+    # the clipping matters here: the continuous mixture's mean (what mean() used to return) is far off
+    p = mixture.split_params(raw, K, condition_on_L)
+    w = torch.softmax(p.logits, 1)
+    L_flat = None if L is None else L[:, 0]
+    continuous_a = (w * mixture.coupled_mean_a(p, L_flat)).sum(1)[0]
+    assert (continuous_a.clamp(-1, 1) - monte_carlo[0]).abs().max() > 0.05
+
+
+def test_discretized_logistic_mean_matches_the_sum_over_all_bins():
+    # the closed form (scale >= half a grid step) and the windowed sum (below) against the plain 256-bin sum
+    location = torch.linspace(-1.3, 1.3, 241, dtype=torch.float64).repeat(6)
+    log_scale = torch.tensor([-7.0, -5.9, -5.5, -4.0, -2.0, 0.5], dtype=torch.float64).repeat_interleave(241)
+    centres = torch.arange(256, dtype=torch.float64) / 127.5 - 1.0
+    masses = mixture._bin_masses(location, log_scale)
+    torch.testing.assert_close(masses.sum(-1), torch.ones_like(location), rtol=0, atol=1e-12)
+    brute = (masses * centres).sum(-1)
+    got = mixture.discretized_logistic_mean(location, log_scale)
+    assert float((got - brute).abs().max()) < 1e-5
+    # for a tiny scale the mean is the bin centre nearest to the (clipped) location, not the location
+    tiny = mixture.discretized_logistic_mean(torch.tensor([0.5012], dtype=torch.float64), torch.tensor([-7.0], dtype=torch.float64))
+    assert float(tiny) == pytest.approx(float(mixture.quantize(torch.tensor(0.5012, dtype=torch.float64))), abs=1e-6)
+
+
+def test_sampling_noise_is_a_pure_function_of_seed_and_shape():
+    first = mixture.sampling_noise(5, (2, K + 2, 3, 3))
+    assert torch.equal(first, mixture.sampling_noise(5, (2, K + 2, 3, 3)))
+    assert not torch.equal(first, mixture.sampling_noise(6, (2, K + 2, 3, 3)))
+    assert float(first.min()) >= mixture.UNIFORM_EPS and float(first.max()) <= 1 - mixture.UNIFORM_EPS
+    raw = _raw_params(False, 9, seed=2).reshape(1, -1, 3, 3)
+    drawn = mixture.sample(raw, K, False, uniform=first[:1])
+    assert torch.equal(drawn, mixture.sample(raw, K, False, uniform=first[:1].clone()))
+    with pytest.raises(ValueError, match="uniform must have shape"):
+        mixture.sample(raw, K, False, uniform=first)

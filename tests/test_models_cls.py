@@ -160,6 +160,12 @@ def test_generator_step_adds_the_weighted_adversarial_term():
     assert result["adversarial"].item() == pytest.approx(expected_adversarial.item(), rel=1e-4, abs=1e-6)
     expected_total = losses["loss"].item() + 0.5 * result["adversarial"].item()
     assert result["loss"].item() == pytest.approx(expected_total, rel=1e-5)
+    # the curves log the raw and the weighted term
+    assert result["adversarial_weighted"].item() == pytest.approx(0.5 * result["adversarial"].item(), rel=1e-6)
+    assert losses["segmentation_weighted"].item() == pytest.approx(
+        model.config.semantic_weight * losses["segmentation"].item(), rel=1e-6)
+    assert losses["loss"].item() == pytest.approx(
+        losses["classification"].item() + losses["segmentation_weighted"].item(), rel=1e-6)
 
 
 def test_gan_losses_hinge_and_standard():

@@ -14,10 +14,9 @@ from semcolor.models.psc import (
     PscConfig,
     combine_L_ab,
     downsample_ab,
-    downsample_labels,
 )
 
-TINY = dict(width=1 / 16, num_classes=5, generator_layers=3, generator_channels=128, num_mixtures=4)
+TINY = dict(width=1 / 16, num_classes=5, generator_layers=3, generator_channels=8, num_mixtures=4)
 PSC_MODELS = [name for name in list_models() if name.startswith("psc_")]
 # every registered flow, plus the options that change g's conditioning or the mixture
 CASES = [(name, {}) for name in PSC_MODELS] + [
@@ -54,6 +53,11 @@ def _batch(
     return {"L": L, "ab": ab, "seg": seg.to(torch.uint8)}
 
 
+def _grad(conv: torch.nn.Module) -> torch.Tensor | None:
+    """The gradient of a weight-normalized conv's direction parameter v (None if it got none)."""
+    return conv.parametrizations.weight.original1.grad
+
+
 def test_all_three_flows_are_registered():
     assert PSC_MODELS == ["psc_embed", "psc_full", "psc_plain"]
 
@@ -65,13 +69,16 @@ def test_forward_backward_at_64px(name, opts):
     losses = model.compute_losses(batch)
     values = {key: float(value.detach()) for key, value in losses.items()}
     has_seg = name != "psc_plain"
-    assert set(losses) == {"loss", "emb", "gen", "emb_bpd", "gen_bpd"} | ({"seg"} if has_seg else set())
+    terms = {"emb", "gen"} | ({"seg"} if has_seg else set())
+    assert set(losses) == {"loss", "emb_bpd", "gen_bpd"} | terms | {f"{t}_weighted" for t in terms}
     for key, value in losses.items():
         assert value.dim() == 0 and torch.isfinite(value), key
     assert values["emb"] > 0 and values["gen"] > 0
     assert values["gen_bpd"] == pytest.approx(values["gen"] / math.log(2), rel=1e-6)
-    weighted = values["emb"] + values["gen"] + (100 * values["seg"] if has_seg else 0)
-    assert values["loss"] == pytest.approx(weighted, rel=1e-6)
+    weights = {"emb": 1.0, "gen": 1.0, "seg": 100.0}  # the paper's 1:100:1, PscConfig's defaults
+    for term in terms:
+        assert values[f"{term}_weighted"] == pytest.approx(weights[term] * values[term], rel=1e-6)
+    assert values["loss"] == pytest.approx(sum(weights[t] * values[t] for t in terms), rel=1e-6)
     losses["loss"].backward()
     missing = [n for n, p in model.named_parameters() if p.grad is None or not torch.isfinite(p.grad).all()]
     assert missing == []
@@ -97,15 +104,15 @@ def test_the_flows_route_gradients_as_the_paper_draws_them():
     # embed: L_seg trains the shared trunk but not f's own top; L_gen does not reach h
     embed = _model("psc_embed")
     embed.compute_losses(batch)["seg"].backward()
-    assert embed.trunk[0][0].weight.grad.abs().sum() > 0
-    assert embed.color_top[0][0].weight.grad is None
+    assert _grad(embed.trunk[0][0]).abs().sum() > 0
+    assert _grad(embed.color_top[0][0]) is None
     embed.zero_grad(set_to_none=True)
     embed.compute_losses(batch)["gen"].backward()
-    assert embed.seg_top.aspp[0].weight.grad is None
+    assert _grad(embed.seg_top.aspp[0]) is None
     # full: g is conditioned on h's probabilities, so L_gen reaches h
     full = _model("psc_full")
     full.compute_losses(batch)["gen"].backward()
-    assert full.seg_top.aspp[0].weight.grad.abs().sum() > 0
+    assert _grad(full.seg_top.aspp[0]).abs().sum() > 0
     cond_channels = full.generator.layers[0].condition.weight.shape[1]
     assert cond_channels == full.color_top.out_channels + TINY["num_classes"]
 
@@ -193,7 +200,7 @@ def test_combine_L_ab_returns_full_resolution_lab_in_physical_units():
     assert many.shape == (1, 3, 3, 8, 8) and torch.equal(many[:, 2], lab)
 
 
-def test_downsampling_of_targets_and_labels():
+def test_downsampling_of_targets():
     ab = torch.zeros(1, 2, 8, 8)
     ab[0, 0, :4, :4] = 0.5  # one block of a at 0.5, averaged exactly
     ab[0, 1, :4, :4] = torch.linspace(-1, 1, 16).reshape(4, 4)  # mean 0
@@ -202,8 +209,6 @@ def test_downsampling_of_targets_and_labels():
     # snapped to the 8-bit grid: 0.5 -> code 191, 0 -> code 128 (ties round to even)
     assert float(q[0, 0, 0, 0]) == pytest.approx(191 / 127.5 - 1, abs=1e-6)
     assert float(q[0, 1, 0, 0]) == pytest.approx(128 / 127.5 - 1, abs=1e-6)
-    seg = torch.arange(64).reshape(1, 8, 8)
-    assert downsample_labels(seg).tolist() == [[[18, 22], [50, 54]]]  # pixel (2, 2) of each 4x4 block
 
 
 def test_bad_configs_and_batches_are_reported_by_name():
@@ -239,3 +244,101 @@ def test_project_units_round_trip_through_the_mixture_grid():
     # every Lab8 code lands exactly on a mixture bin centre k / 127.5 - 1, and back
     torch.testing.assert_close(x[0, 0], torch.from_numpy(codes.astype(np.float32) / 127.5 - 1.0)[None].expand(1, 256)[0])
     torch.testing.assert_close(from_mixture_units(x), torch.from_numpy(ab_unit))
+
+
+def test_segmentation_loss_is_the_full_resolution_cross_entropy_that_evaluation_measures():
+    # the loss compares h's logits upsampled to the label map (as segment(full_resolution=True) and the
+    # evaluation do), not labels subsampled on a grid of their own
+    model = _model("psc_embed").eval()
+    batch = _batch(32)
+    logits = model.segment(batch["L"], full_resolution=True)
+    expected = torch.nn.functional.cross_entropy(logits, batch["seg"].long(), ignore_index=255)
+    got = model.compute_losses(batch)["seg"]
+    torch.testing.assert_close(got.detach(), expected, rtol=1e-6, atol=1e-6)
+    # moving the labels by two pixels (the old 4k + 2 subsampling offset) changes the loss
+    shifted = dict(batch, seg=torch.roll(batch["seg"], shifts=(2, 2), dims=(1, 2)))
+    assert float(model.compute_losses(shifted)["seg"].detach()) != pytest.approx(float(got.detach()))
+
+
+def test_a_term_with_weight_zero_is_not_computed():
+    # seg_only: the segmentation head trained alone never runs f's top or g (cost and gradients)
+    model = _model("psc_embed", emb_weight=0.0, gen_weight=0.0)
+    calls = []
+    model.generator.register_forward_hook(lambda *args: calls.append("generator"))
+    model.color_top.register_forward_hook(lambda *args: calls.append("color_top"))
+    losses = model.compute_losses(_batch(32))
+    assert set(losses) == {"seg", "seg_weighted", "loss"} and calls == []
+    losses["loss"].backward()
+    assert _grad(model.generator.head_out) is None and _grad(model.seg_top.aspp[0]).abs().sum() > 0
+    with pytest.raises(ConfigError, match="must be > 0"):
+        create_model("psc_plain", **{**TINY, "emb_weight": 0.0, "gen_weight": 0.0})
+
+
+def test_generator_channels_are_not_scaled_by_width_and_aspp_rates_are_configurable():
+    narrow = _model("psc_full", generator_channels=24, aspp_rates=(1, 2, 3))
+    assert narrow.generator.channels == 24 and narrow.trunk.out_channels == 32  # 512 x 1/16
+    assert [conv.dilation[0] for conv in narrow.seg_top.aspp] == [1, 2, 3]
+    with pytest.raises(ConfigError, match="aspp_rates"):
+        create_model("psc_full", **{**TINY, "aspp_rates": []})
+
+
+def _stage_std(model, L: torch.Tensor) -> list[float]:
+    out, stds = L, []
+    with torch.no_grad():
+        for stage in model.trunk:
+            out = stage(out)
+            stds.append(float(out.std()))
+    return stds
+
+
+def test_data_dependent_init_starts_every_stage_at_unit_scale_and_the_heads_at_the_data():
+    batch = _batch(64, n=4)
+    model = _model("psc_full", width=0.25)
+    before = _stage_std(model, batch["L"])
+    initialised = model.data_dependent_init(batch)
+    assert initialised == len([m for m in model.modules() if hasattr(m, "init_scale")])
+    after = _stage_std(model, batch["L"])
+    # PixelCNN++'s init: each stage's output at about unit scale (residual branches start at 0.1), where
+    # the plain N(0, 0.05) directions give a signal that shrinks or grows with the fan-in
+    assert all(0.8 < std < 1.6 for std in after), after
+    assert not all(0.8 < std < 1.6 for std in before), before
+    # the mixture heads start at the batch's marginal: log-scale ~ log(std * sqrt(3) / pi)
+    k = TINY["num_mixtures"]
+    with torch.no_grad():
+        params = model.embedding_head(model.encode(batch["L"])[0])
+    target = downsample_ab(psc.to_mixture_units(batch["ab"]))
+    expected = math.log(float(target[:, 0].std()) * math.sqrt(3) / math.pi)
+    assert float(params[:, 3 * k : 4 * k].mean()) == pytest.approx(expected, abs=0.05)
+    # and the init is a pure function of the batch and the starting weights
+    again = _model("psc_full", width=0.25)
+    again.data_dependent_init(batch)
+    for (name, a), b in zip(model.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(a, b), name
+
+
+def test_per_image_seeds_make_samples_independent_of_the_batch():
+    model = _model("psc_full").eval()
+    L = _batch(32, n=3)["L"]
+    together = model.sample(L, k=2, seeds=[7, 8, 9])
+    alone = model.sample(L[2:], k=2, seeds=[9])
+    assert torch.equal(together[2:], alone)
+    # the same image under another seed, and two images under distinct seeds, get different noise
+    assert not torch.equal(model.sample(L[2:], k=2, seeds=[10]), alone)
+    twin = model.sample(L[:1].repeat(2, 1, 1, 1), k=1, seeds=[1, 2])
+    assert not torch.equal(twin[0], twin[1])
+    # naive and cached samplers agree on per-image noise too
+    assert torch.equal(model.sample(L[:1], k=1, seeds=[4], method="naive"), model.sample(L[:1], k=1, seeds=[4]))
+    with pytest.raises(ValueError, match="one seed per image"):
+        model.sample(L, seeds=[1])
+
+
+def test_output_norm_ends_f_and_h_with_a_per_pixel_rms_normalization():
+    L = _batch(32)["L"]
+    normed, plain = _model("psc_embed"), _model("psc_embed", output_norm=False)
+    assert isinstance(normed.color_top[-1], psc.PixelRMSNorm) and isinstance(normed.seg_top.body[-1], psc.PixelRMSNorm)
+    assert not any(isinstance(m, psc.PixelRMSNorm) for m in plain.modules())
+    normed.data_dependent_init(_batch(32))
+    with torch.no_grad():
+        embedding, _ = normed.encode(L * 5.0)
+    rms = embedding.pow(2).mean(dim=1).sqrt()
+    torch.testing.assert_close(rms, torch.ones_like(rms), rtol=1e-4, atol=1e-4)  # every pixel, any input scale

@@ -15,7 +15,13 @@ registered in MLflow (the run is tagged ``semcolor.seed``), so the registry only
 
 Resuming: progress checkpoints live in models/.partial/ (not a DVC output, so DVC does not delete them
 when the stage restarts). A restarted stage resumes only if the stored model name, model config, train
-config and data manifest hash equal the current ones; otherwise it starts fresh.
+config and data manifest hash equal the current ones; otherwise it starts fresh. The checkpoint carries
+the rows logged so far, so the curve of a resumed stage is whole.
+
+Curves: plots/train/<family>_<variant>.csv has one row per logged step with every loss term the model
+returns (raw, and ``<term>_weighted`` where the model weights its terms), grad_norm, samples/s and, every
+``train.val_every`` steps and at the end, ``val_<term>`` on the first ``train.val_samples`` samples of the
+shards' val split (centre crops of the training crop size, no flips).
 """
 
 from __future__ import annotations
@@ -154,15 +160,12 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml", seed
     resume = _resumable(paths["partial"], chosen.model, model_config, stage.train, manifest_hash)
     if not resume:
         paths["partial"].unlink(missing_ok=True)
-    # the curve logged up to the progress checkpoint, kept beside it so that a resumed run's curve is whole
-    curve_partial = paths["partial"].with_suffix(".curve.json")
-    curve: list[dict[str, float]] = _restored_curve(curve_partial, paths["partial"]) if resume else []
+    validation = validation_batches(shard_dir, stage.loader, stage.train.val_samples) if context.is_main else None
+    # the rows its killed predecessor logged travel in the progress checkpoint (TrainResult.history)
+    restored: list[dict[str, float]] = _restored_history(paths["partial"]) if resume else []
 
     def on_log(metrics: dict[str, float], step: int) -> None:
-        curve.append({"step": step, **metrics})
         tracking.log_metrics(metrics, step)
-        if context.is_main:
-            write_json_atomic(curve_partial, curve)
 
     tracked_config = {"stage": stage_name, "model_name": chosen.model, "model": model_config,
                       "train": config_to_dict(stage.train), "loader": config_to_dict(stage.loader),
@@ -171,19 +174,19 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml", seed
             "semcolor.model_name": chosen.model, **({"semcolor.seed": str(seed)} if seed is not None else {})}
     with tracking.stage_run(stage_name, tracked_config, manifest=manifest, tags=tags, enabled=context.is_main,
                             dataset=tracking.DatasetRef(shard_dir, "training")) as mlflow_run:
-        for row in curve:  # a resumed run carries the steps its killed predecessor logged
+        for row in restored:  # a resumed run's MLflow curve carries the steps its killed predecessor logged
             tracking.log_metrics({k: v for k, v in row.items() if k != "step"}, int(row["step"]))
         result = train(model, chosen.model, model_config, batches, stage.train, paths["partial"], device=device,
-                       context=context, on_log=on_log, resume=resume,
+                       context=context, on_log=on_log, resume=resume, validation=validation,
                        extra={"manifest_sha256": manifest_hash, "stage": stage_name, "dataset": stage.data.source,
                               "class_names": list(class_names)})
         summary: dict[str, Any] = {}
         if context.is_main:
             copy_file_atomic(paths["partial"], paths["checkpoint"])  # never a half-copied model in models/
-            losses, speed = _final_losses(result, curve)
-            summary = {"steps": result.step, "samples_per_second": speed,
+            losses = dict(result.losses)  # restored from the checkpoint when a run killed after it had no step left
+            summary = {"steps": result.step, "samples_per_second": result.samples_per_second,
                        **{f"final_{k}": v for k, v in losses.items()}}
-            _write_curve(paths["curve"], curve)
+            _write_curve(paths["curve"], result.history)
             channels = 3 if model_config.get("input_mode") == "lab" else 1  # a GridNet trained on color
             # the signature leaves H and W free; 32 x 32 (a multiple of every model's stride) shows the layout
             example = torch.zeros(1, channels, EXAMPLE_SIZE, EXAMPLE_SIZE).numpy()
@@ -202,11 +205,26 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml", seed
                 summary["registered_model"] = f"{registered}/{model_info.registered_model_version}"
             write_json_atomic(paths["summary"], summary)
             paths["partial"].unlink(missing_ok=True)
-            curve_partial.unlink(missing_ok=True)
     cleanup_distributed()
     return summary
 
 
+def validation_batches(shard_dir: Path, loader: LoaderConfig, samples: int) -> list[dict[str, Any]]:
+    """The first ``samples`` samples of the val split as batches of the training batch size, centre-cropped
+    to the training crop (so a validation loss compares with the training loss), no flips. Empty when
+    ``samples`` is 0 or the shards have no val split."""
+    if samples == 0 or "val" not in read_manifest(shard_dir).get("splits", {}):
+        return []
+    config = LoaderConfig(batch_size=min(samples, loader.batch_size), crop=loader.crop, flip=False, workers=0,
+                          seed=loader.seed)
+    batches, taken = [], 0
+    for batch in ShardBatches(shard_dir, "val", config, train=False):
+        keep = min(samples - taken, len(batch["key"]))
+        batches.append({key: value[:keep] for key, value in batch.items()})
+        taken += keep
+        if taken >= samples:
+            break
+    return batches
 def build_model(family: str, variant: str, chosen: Variant, model_config: dict[str, Any]) -> torch.nn.Module:
     """The variant's model; a config error names its key in params.yaml (train_sdc.model.widht, or
     train_sdc.variants.<variant>.config.<key> for a variant's override), not the model's own (sdc.widht)."""
@@ -232,31 +250,21 @@ def check_crop(where: str, stage: TrainStageConfig, shard_dir: Path) -> None:
                           f"({where}.data.size)")
 
 
-def _restored_curve(curve_path: Path, checkpoint: Path) -> list[dict[str, float]]:
-    """The curve rows logged up to the progress checkpoint's step (later ones are replayed on resume)."""
+def _restored_history(checkpoint: Path) -> list[dict[str, float]]:
+    """The rows logged up to the progress checkpoint (the loop replays the later steps)."""
     try:
-        rows = json.loads(curve_path.read_text())
-        step = int(load_checkpoint(checkpoint)["step"])
-    except (OSError, ValueError, KeyError, TypeError):
+        return [dict(row) for row in load_checkpoint(checkpoint).get("history", [])]
+    except (OSError, ValueError, KeyError, TypeError, RuntimeError):
         return []
-    return [row for row in rows if isinstance(row, dict) and row.get("step", step + 1) <= step]
-
-
-def _final_losses(result: Any, curve: list[dict[str, float]]) -> tuple[dict[str, float], float]:
-    """The last logged losses and speed; from the curve when the loop had nothing left to do (a run killed
-    after its last checkpoint resumes at its final step)."""
-    if result.losses or not curve:
-        return dict(result.losses), result.samples_per_second
-    last = curve[-1]
-    losses = {k: v for k, v in last.items() if k not in ("step", "samples_per_second", "epoch")}
-    return losses, float(last.get("samples_per_second", 0.0))
 
 
 def _write_curve(path: Path, rows: list[dict[str, float]]) -> None:
-    """The training curve as CSV for `dvc plots` (step, loss, ... per logged step)."""
+    """The training curve as CSV for `dvc plots` (step, loss, ... per logged step). A value a row lacks
+    (``val_*`` between validation steps) is an empty cell, which the plots skip."""
     columns = sorted({key for row in rows for key in row} - {"step"})
     lines = [",".join(["step", *columns])]
-    lines += [",".join([str(int(row["step"]))] + [f"{row.get(c, float('nan')):.6g}" for c in columns]) for row in rows]
+    lines += [",".join([str(int(row["step"]))] + [f"{row[c]:.6g}" if c in row else "" for c in columns])
+              for row in rows]
     write_text_atomic(path, "\n".join(lines) + "\n")
 
 

@@ -367,7 +367,8 @@ class QuantizedColorizer(nn.Module):
         loss = classification
         if seg_logits is not None:
             losses["segmentation"] = self.segmentation_loss(seg_logits, seg)
-            loss = loss + self.config.semantic_weight * losses["segmentation"]
+            losses["segmentation_weighted"] = self.config.semantic_weight * losses["segmentation"]
+            loss = loss + losses["segmentation_weighted"]
         fake_ab = self.decode_ab(logits)
         losses["ab_mae"] = (fake_ab.detach().float() - target_ab).abs().mean()
         losses["loss"] = loss
@@ -375,7 +376,7 @@ class QuantizedColorizer(nn.Module):
 
     def compute_losses(self, batch: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """``loss`` = rebalanced CE + semantic_weight * segmentation CE; also ``classification``,
-        ``segmentation`` (with a head) and ``ab_mae`` (detached, annealed mean vs pooled target, in the ab
+        ``segmentation`` and ``segmentation_weighted`` (with a head) and ``ab_mae`` (detached, annealed mean vs pooled target, in the ab
         scaling)."""
         return self.generator_losses(batch)[0]
 
@@ -490,7 +491,8 @@ class AdversarialQuantizedColorizer(QuantizedColorizer):
         if grad_clip is not None:
             nn.utils.clip_grad_norm_(self.generator_parameters(), grad_clip)
         optimizer.step()
-        return {"loss": loss.detach(), "adversarial": adversarial.detach()}
+        return {"loss": loss.detach(), "adversarial": adversarial.detach(),
+                "adversarial_weighted": (self.config.gan_weight * adversarial).detach()}
 
     def train_step(self, batch: Mapping[str, Any], optimizers: Mapping[str, torch.optim.Optimizer],
                    grad_clip: float | None) -> dict[str, torch.Tensor]:

@@ -4,6 +4,9 @@ Both samplers visit the a/b pixels in raster order, turn the generator's output 
 parameters and call ``mixture.sample`` on exactly the same ``(B, P)`` tensor shapes in exactly the same
 order, so with generators seeded alike they draw the same random numbers and (up to floating-point
 rounding of the network, far below the 1/127.5 grid step the samples are snapped to) the same samples.
+Instead of a generator they can take ``noise`` ``(B, K + 2, h, w)``, every pixel's uniform numbers drawn
+beforehand (``PixelatedSemanticColorization.sample`` draws them per image from that image's seed, so an
+image's samples do not depend on which other images share its batch).
 
 * ``sample_naive``: a full forward pass of g over the whole image for every pixel: ``h * w`` passes.
 * ``sample_cached``: the fast-generation idea of Ramachandran et al. (2017): every layer keeps a cache
@@ -26,6 +29,19 @@ from semcolor.models import mixture
 from semcolor.models.psc import ConditionalGatedPixelCNN, GatedPixelCNNLayer
 
 
+def _pixel_noise(noise: torch.Tensor | None, cond: torch.Tensor, num_mixtures: int) -> list | None:
+    """Per-pixel views ``[i][j] -> (B, K + 2)`` of pre-drawn noise, cast once to the network's dtype."""
+    if noise is None:
+        return None
+    batch, _, height, width = cond.shape
+    if tuple(noise.shape) != (batch, num_mixtures + 2, height, width):
+        raise ValueError(
+            f"noise must have shape {(batch, num_mixtures + 2, height, width)}, got {tuple(noise.shape)}"
+        )
+    noise = noise.to(device=cond.device, dtype=cond.dtype).permute(2, 3, 0, 1).contiguous()
+    return [[noise[i, j] for j in range(width)] for i in range(height)]
+
+
 def _pixel_L(L_quarter: torch.Tensor | None, i: int, j: int) -> torch.Tensor | None:
     return None if L_quarter is None else L_quarter[:, :, i, j]
 
@@ -40,6 +56,7 @@ def sample_naive(
     generator: torch.Generator | None = None,
     progress: bool = False,
     max_pixels: int | None = None,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """One full pass of ``net`` per pixel. cond ``(B, C, h, w)``; L_quarter ``(B, 1, h, w)`` in [-1, 1]
     when the mixture is coupled to L. Returns a/b ``(B, 2, h, w)`` in [-1, 1] on the 8-bit grid.
@@ -49,6 +66,7 @@ def sample_naive(
     """
     batch, _, height, width = cond.shape
     ab = cond.new_zeros(batch, 2, height, width)
+    pixel_noise = _pixel_noise(noise, cond, num_mixtures)
     total = height * width if max_pixels is None else min(max_pixels, height * width)
     with torch.no_grad():
         for i in tqdm(range(height), desc="naive sampling rows", disable=not progress):
@@ -57,7 +75,8 @@ def sample_naive(
                     return ab
                 params = net(ab, cond)[:, :, i, j]
                 ab[:, :, i, j] = mixture.sample(
-                    params, num_mixtures, condition_on_L, _pixel_L(L_quarter, i, j), temperature, generator
+                    params, num_mixtures, condition_on_L, _pixel_L(L_quarter, i, j), temperature, generator,
+                    uniform=None if pixel_noise is None else pixel_noise[i][j],
                 )
     return ab
 
@@ -127,10 +146,12 @@ def sample_cached(
     temperature: float = 1.0,
     generator: torch.Generator | None = None,
     progress: bool = False,
+    noise: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Incremental sampling with per-layer activation caches; same arguments/result as ``sample_naive``."""
     batch, _, height, width = cond.shape
     ab = cond.new_zeros(batch, 2, height, width)
+    pixel_noise = _pixel_noise(noise, cond, num_mixtures)
     with torch.no_grad():
         caches = []
         in_channels = 3  # a, b and the constant ones channel (ConditionalGatedPixelCNN.with_ones)
@@ -165,7 +186,8 @@ def sample_cached(
                 hidden = F.linear(F.elu(h), head_hidden_weight, head_hidden_bias)
                 params = F.linear(F.elu(hidden), head_out_weight, head_out_bias)
                 pixel = mixture.sample(
-                    params, num_mixtures, condition_on_L, _pixel_L(L_quarter, i, j), temperature, generator
+                    params, num_mixtures, condition_on_L, _pixel_L(L_quarter, i, j), temperature, generator,
+                    uniform=None if pixel_noise is None else pixel_noise[i][j],
                 )
                 row.append(pixel)
                 if j + 1 < width:

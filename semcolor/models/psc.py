@@ -24,17 +24,47 @@ condition g).
 Tensors: L is lightness scaled to [-1, 1] (``L_lab / 50 - 1``), ``(N, 1, H, W)``, H and W multiples of 4
 (the paper uses 128 x 128). a/b enter and leave the model in project units (``semcolor.scaling``: ab / 128,
 channel order (a, b)); inside, the mixture works on the 8-bit grid ``(ab + 128) / 127.5 - 1`` where every
-Lab8 code is a bin centre (``to_mixture_units`` / ``from_mixture_units``). The model works at ``(H/4, W/4)``: ``compute_losses`` average-pools full-resolution a/b
-over 4 x 4 blocks and snaps the result to the 256-level grid; segmentation labels ``(N, H, W)`` (255 =
-ignore) are subsampled by nearest neighbour at the pixel (2, 2) of every 4 x 4 block, as DeepLab (Chen et al.
-2018, which the paper follows) subsamples ground truth to the logits' resolution during training.
-Losses: L_emb and L_gen in nats per a/b value, L_seg in nats per labelled pixel; L_sum = 1 L_emb + 100 L_seg
-+ 1 L_gen by default.
+Lab8 code is a bin centre (``to_mixture_units`` / ``from_mixture_units``). The model works at
+``(H/4, W/4)``: ``compute_losses`` average-pools full-resolution a/b over 4 x 4 blocks and snaps the result
+to the 256-level grid. Model pixel i stands for input pixels 4i..4i+3 (centre 4i + 1.5), the convention of
+the bilinear (align_corners=False) upsampling that turns predictions into images and maps.
+Losses: L_emb and L_gen in nats per a/b value; L_seg in nats per labelled pixel, the cross-entropy of h's
+logits upsampled bilinearly to the full-resolution label map (255 = ignore) - what the evaluation measures,
+so training and evaluation agree on where each logit sits (labels subsampled at pixel 4i + 2 did not).
+L_sum = 1 L_emb + 100 L_seg + 1 L_gen by default (the paper); ``compute_losses`` returns each term raw and
+weighted.
+
+Normalization and initialization (why this model trains at the paper's lr 1e-3): every convolution is
+weight-normalized and data-dependently initialised (PixelCNN++, Salimans et al. 2017;
+``semcolor.models.weight_norm``), and the two mixture heads start at the first batch's marginal a/b
+distribution (``data_dependent_init``). With PyTorch's default init and no normalization the signal shrank
+about x0.58 per trunk stage, and at width 1.0 Adam's first steps (lr 1e-3 on weights of size ~0.01) blew
+L_emb up from 6 to 4600 and L_seg to 20000 within 6 steps (issue 10); the segmentation head of the demo never
+left the class prior. Weight norm was chosen for the convolutions because g must stay causal (batch or
+group statistics over the image would let a pixel see later pixels) and because it is the paper's own
+lineage (PixelCNN++); it costs no extra state at inference. Residual branches and output heads start at
+0.1 of unit scale, so every block starts close to the identity.
+Weight norm alone was not enough at paper width: Adam moves every weight by about lr per step, coherently
+over a unit's fan-in, so a unit's pre-activation moves by about lr * sqrt(fan_in) / 0.05 of its unit scale
+per step - 2.4x more for f's 512 x 3 x 3 fan-in than for g's 128 x 6; measured on 4 images at lr 1e-3,
+the embedding's std grew from 2 to 9 in six steps while L_emb rose from 4.1 to 6-7 and never came back in
+30 steps (g, fan-in <= 768, trained fine). So, with ``output_norm`` (the default, set in the paper
+setups), f's output (the embedding that f's mixture head and g read) and h's body end in a per-pixel RMS
+normalization over channels (``PixelRMSNorm``): on the same 4 images and 30 steps every term then falls
+(L_emb 4.5 -> 3.8, L_gen 4.4 -> 3.7, L_seg 2.8 -> 0.4; the gradient norm never exceeds its first value).
+GroupNorm worked there too, but at the demo's width (groups of 4 channels over a 64 px crop) h stayed at
+the class prior (likely: a per-image normalization erases the absolute level that tells sky from sand in a
+one- or two-class crop). The narrow CPU demo (fan-in <= 288) trains well without the normalization and,
+measured, worse with it (``seg_only``'s L_seg at step 120: 0.91 without, 1.46 with PixelRMSNorm, 1.00 with
+it and ASPP started at unit scale; probably because the heads' logit scale must then grow through their
+weight-norm gains, which Adam moves by about lr per step), so the demo profile sets ``output_norm: false``.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import torch
@@ -43,6 +73,7 @@ import torch.nn.functional as F
 
 from semcolor.config import load_config
 from semcolor.models import mixture, register_model
+from semcolor.models.weight_norm import data_dependent_init, wn_conv2d
 from semcolor.scaling import AB_SCALE
 from semcolor.sources.base import IGNORE_INDEX
 DOWNSAMPLE = 4  # the model's a/b resolution is 1/4 of the input's (two stride-2 convolutions)
@@ -50,10 +81,20 @@ DOWNSAMPLE = 4  # the model's a/b resolution is 1/4 of the input's (two stride-2
 
 @dataclass(frozen=True)
 class PscConfig:
-    """Architecture and loss settings. Channel counts are the paper's (Table 1/2) times ``width``.
+    """Architecture and loss settings. Channel counts of f and h are the paper's (Table 1/2) times ``width``.
 
     ``generator_layers`` / ``generator_channels`` / ``generator_kernel`` shape g, which the paper does not
-    tabulate (our choice: 8 gated layers of 128 channels at width 1.0, 3x3 receptive kernels).
+    tabulate (our choice for the paper setup: 8 gated layers of 128 channels, 3x3 receptive kernels).
+    ``generator_channels`` is an absolute count, NOT scaled by ``width``: a narrow trunk (the CPU demo) must
+    not shrink g to a couple of channels, which cannot model the colour distribution at all.
+    ``aspp_rates``: the dilations of h's ASPP (the paper's 6, 12, 18). A 3x3 tap at rate r lands inside a
+    feature map of side s only for positions within s - r of it: train on crops whose 1/4-resolution side
+    exceeds the largest rate, or scale the rates to the crop (the demo does; see params.yaml).
+    ``output_norm``: end f (the embedding) and h's body with a :class:`PixelRMSNorm` - needed at paper width
+    for Adam at lr 1e-3, harmful in the narrow CPU demo (see the module docstring for both measurements).
+    ``emb_weight`` / ``seg_weight`` / ``gen_weight``: L_sum = w_emb L_emb + w_seg L_seg + w_gen L_gen (the
+    paper's 1:100:1). A term whose weight is 0 is not computed at all (``seg_only`` trains h alone and
+    never runs f's top or g).
     """
 
     variant: Literal["plain", "embed", "full"] = "full"
@@ -64,6 +105,8 @@ class PscConfig:
     generator_layers: int = 8
     generator_channels: int = 128
     generator_kernel: int = 3
+    aspp_rates: tuple[int, ...] = (6, 12, 18)
+    output_norm: bool = True
     seg_conditioning: Literal["concat", "film"] = "concat"
     emb_weight: float = 1.0
     seg_weight: float = 100.0
@@ -84,6 +127,11 @@ class PscConfig:
         for name in ("emb_weight", "seg_weight", "gen_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if not self.aspp_rates or any(rate < 1 for rate in self.aspp_rates):
+            raise ValueError(f"aspp_rates must list at least one rate >= 1, got {self.aspp_rates}")
+        trained = [self.emb_weight, self.gen_weight] + ([self.seg_weight] if self.has_segmentation else [])
+        if not any(weight > 0 for weight in trained):
+            raise ValueError("at least one of emb_weight, gen_weight (and seg_weight for embed/full) must be > 0")
 
     def channels(self, paper_channels: int) -> int:
         """A paper channel count scaled by ``width`` (at least 1)."""
@@ -105,8 +153,9 @@ class GatedResidualBlock(nn.Module):
 
     def __init__(self, channels: int, dilation: int = 1):
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
-        self.conv2 = nn.Conv2d(channels, 2 * channels, 3, padding=dilation, dilation=dilation)
+        self.conv1 = wn_conv2d(channels, channels, 3, padding=dilation, dilation=dilation)
+        # the branch's last conv starts at 0.1 of unit scale: the block starts close to the identity
+        self.conv2 = wn_conv2d(channels, 2 * channels, 3, padding=dilation, dilation=dilation, init_scale=0.1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         u, g = self.conv2(F.elu(self.conv1(F.elu(x)))).chunk(2, dim=1)
@@ -115,7 +164,7 @@ class GatedResidualBlock(nn.Module):
 
 def _stage(in_channels: int, out_channels: int, stride: int, blocks: int, dilation: int = 1) -> nn.Sequential:
     """One table row pair: ``convolution 3x3/stride`` then ``Residual block x blocks`` at ``dilation``."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)]
+    layers: list[nn.Module] = [wn_conv2d(in_channels, out_channels, 3, stride=stride, padding=1)]
     layers += [GatedResidualBlock(out_channels, dilation) for _ in range(blocks)]
     return nn.Sequential(*layers)
 
@@ -134,24 +183,44 @@ class SharedTrunk(nn.Sequential):
         self.out_channels = c(512)
 
 
+class PixelRMSNorm(nn.Module):
+    """``x / rms_c(x) * gain``: every pixel's feature vector scaled to unit root-mean-square over channels
+    (a learnable gain per channel, starting at 1). It bounds the scale of f's and h's outputs without
+    removing anything but each pixel's overall scale: unlike GroupNorm or InstanceNorm it keeps every
+    pixel's absolute level and every channel pattern, and it looks at one pixel only."""
+
+    def __init__(self, channels: int, eps: float = 1e-6):
+        super().__init__()
+        self.gain = nn.Parameter(torch.ones(1, channels, 1, 1))
+        self.eps = eps
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.rsqrt(x.pow(2).mean(dim=1, keepdim=True) + self.eps) * self.gain
+
+
 class ColorEmbeddingTop(nn.Sequential):
-    """Table 1 after the trunk: conv 3x3/1 512, 3 residual blocks at rate 4, conv 3x3/1 160."""
+    """Table 1 after the trunk: conv 3x3/1 512, 3 residual blocks at rate 4, conv 3x3/1 160 (then PixelRMSNorm when
+    ``output_norm``)."""
 
     def __init__(self, config: PscConfig):
         c = config.channels
-        super().__init__(_stage(c(512), c(512), 1, 3, dilation=4), nn.Conv2d(c(512), c(160), 3, padding=1))
+        layers = [_stage(c(512), c(512), 1, 3, dilation=4), wn_conv2d(c(512), c(160), 3, padding=1)]
+        super().__init__(*layers, *([PixelRMSNorm(c(160))] if config.output_norm else []))
         self.out_channels = c(160)
 
 
 class SegmentationTop(nn.Module):
-    """Table 2 after the trunk: conv 3x3/1 512, 3 residual blocks at rate 2, ASPP (6, 12, 18) summed."""
+    """Table 2 after the trunk: conv 3x3/1 512, 3 residual blocks at rate 2 (then PixelRMSNorm when ``output_norm``), ASPP (6, 12, 18)
+    summed."""
 
     def __init__(self, config: PscConfig):
         super().__init__()
         c = config.channels
-        self.body = _stage(c(512), c(512), 1, 3, dilation=2)
+        norm = [PixelRMSNorm(c(512))] if config.output_norm else []
+        self.body = nn.Sequential(*_stage(c(512), c(512), 1, 3, dilation=2), *norm)
         self.aspp = nn.ModuleList(
-            nn.Conv2d(c(512), config.num_classes, 3, padding=rate, dilation=rate) for rate in (6, 12, 18)
+            wn_conv2d(c(512), config.num_classes, 3, padding=rate, dilation=rate, init_scale=0.1)
+            for rate in config.aspp_rates
         )
 
     def forward(self, features: torch.Tensor) -> torch.Tensor:
@@ -166,7 +235,7 @@ class FilmConditioning(nn.Module):
 
     def __init__(self, num_classes: int, channels: int):
         super().__init__()
-        self.hidden = nn.Conv2d(num_classes, channels, 3, padding=1)
+        self.hidden = wn_conv2d(num_classes, channels, 3, padding=1)
         self.out = nn.Conv2d(channels, 2 * channels, 3, padding=1)
         nn.init.zeros_(self.out.weight)
         nn.init.zeros_(self.out.bias)
@@ -202,11 +271,12 @@ class GatedPixelCNNLayer(nn.Module):
         self.radius = kernel // 2
         self.first = first
         r = self.radius
-        self.conv_vertical = nn.Conv2d(in_channels, 2 * channels, (r + 1, 2 * r + 1))
-        self.conv_horizontal = nn.Conv2d(in_channels, 2 * channels, (1, r + 1))
-        self.link = nn.Conv2d(2 * channels, 2 * channels, 1)
-        self.condition = nn.Conv2d(cond_channels, 4 * channels, 1)  # (vertical, horizontal) gate biases
-        self.out = nn.Conv2d(channels, channels, 1)
+        self.conv_vertical = wn_conv2d(in_channels, 2 * channels, (r + 1, 2 * r + 1))
+        self.conv_horizontal = wn_conv2d(in_channels, 2 * channels, (1, r + 1))
+        self.link = wn_conv2d(2 * channels, 2 * channels, 1)
+        self.condition = wn_conv2d(cond_channels, 4 * channels, 1)  # (vertical, horizontal) gate biases
+        # a residual branch (every layer but the first) starts small, as the trunk's residual blocks
+        self.out = wn_conv2d(channels, channels, 1, init_scale=1.0 if first else 0.1)
 
     def pad_vertical(self, v: torch.Tensor) -> torch.Tensor:
         r = self.radius
@@ -243,7 +313,7 @@ class ConditionalGatedPixelCNN(nn.Module):
 
     def __init__(self, config: PscConfig, cond_channels: int):
         super().__init__()
-        channels = config.channels(config.generator_channels)
+        channels = config.generator_channels  # not scaled by width: g's capacity is chosen on its own
         self.channels = channels
         self.layers = nn.ModuleList(
             GatedPixelCNNLayer(
@@ -251,9 +321,9 @@ class ConditionalGatedPixelCNN(nn.Module):
             )
             for i in range(config.generator_layers)
         )
-        self.head_hidden = nn.Conv2d(channels, channels, 1)
+        self.head_hidden = wn_conv2d(channels, channels, 1)
         num_params = mixture.num_mixture_params(config.num_mixtures, config.condition_on_L)
-        self.head_out = nn.Conv2d(channels, num_params, 1)
+        self.head_out = wn_conv2d(channels, num_params, 1, init_scale=0.1)
 
     @staticmethod
     def with_ones(ab: torch.Tensor) -> torch.Tensor:
@@ -309,12 +379,6 @@ def downsample_L(L: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(L, DOWNSAMPLE)
 
 
-def downsample_labels(seg: torch.Tensor) -> torch.Tensor:
-    """Labels ``(N, H, W)`` -> ``(N, H/4, W/4)`` long: nearest neighbour, pixel (2, 2) of each 4x4 block."""
-    offset = DOWNSAMPLE // 2
-    return seg[:, offset::DOWNSAMPLE, offset::DOWNSAMPLE].long()
-
-
 def upsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     """a/b ``(..., 2, h, w)`` -> ``(..., 2, *size)`` by bilinear interpolation (values stay in [-1, 1])."""
     lead = ab.shape[:-3]
@@ -346,7 +410,7 @@ class PixelatedSemanticColorization(nn.Module):
         self.trunk = SharedTrunk(config)
         self.color_top = ColorEmbeddingTop(config)
         num_params = mixture.num_mixture_params(config.num_mixtures, config.condition_on_L)
-        self.embedding_head = nn.Conv2d(self.color_top.out_channels, num_params, 1)
+        self.embedding_head = wn_conv2d(self.color_top.out_channels, num_params, 1, init_scale=0.1)
         self.seg_top = SegmentationTop(config) if config.has_segmentation else None
         cond_channels = self.color_top.out_channels
         self.film = None
@@ -403,15 +467,21 @@ class PixelatedSemanticColorization(nn.Module):
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Losses for a batch ``{'L': (N,1,H,W), 'ab': (N,2,H,W), 'seg': (N,H,W)}`` (seg unused by ``plain``).
 
-        L and ab in [-1, 1] at full resolution; seg long/uint8 with 255 = ignore. Returns scalars:
-        ``loss`` (weighted L_sum), ``emb`` and ``gen`` (nats per a/b value), ``seg`` (nats per labelled
-        pixel; absent for ``plain``), ``emb_bpd`` and ``gen_bpd`` (bits per dimension).
+        L and ab in [-1, 1] at full resolution; seg long/uint8 with 255 = ignore. Returns scalars, for every
+        term whose weight is > 0: the raw term (``emb`` and ``gen`` in nats per a/b value, ``seg`` in nats per
+        labelled pixel), the weighted term (``emb_weighted`` = emb_weight x emb, ...), ``emb_bpd`` /
+        ``gen_bpd`` (bits per dimension, detached), and ``loss`` = the sum of the weighted terms (L_sum).
+
+        L_seg is the cross-entropy at full resolution of h's logits upsampled bilinearly (align_corners
+        False), i.e. exactly what ``segment(L, full_resolution=True)`` and the evaluation compare with the
+        label map: no subsampled labels whose grid disagrees with the logits'.
         """
-        for key in ("L", "ab") + (("seg",) if self.config.has_segmentation else ()):
+        config = self.config
+        needs_seg = config.has_segmentation and (config.seg_weight > 0
+                                                 or (config.variant == "full" and config.gen_weight > 0))
+        for key in ("L", "ab") + (("seg",) if needs_seg else ()):
             if key not in batch:
-                raise KeyError(
-                    f"compute_losses: batch has no {key!r} (variant {self.config.variant!r} needs it)"
-                )
+                raise KeyError(f"compute_losses: batch has no {key!r} (variant {config.variant!r} needs it)")
         L, ab = batch["L"], batch["ab"]
         self._check_L(L)
         if ab.shape[0] != L.shape[0] or ab.shape[1] != 2 or ab.shape[-2:] != L.shape[-2:]:
@@ -419,35 +489,71 @@ class PixelatedSemanticColorization(nn.Module):
                 f"batch['ab'] must be (N, 2, H, W) like L {tuple(L.shape)}, got {tuple(ab.shape)}"
             )
         ab_quarter = downsample_ab(to_mixture_units(ab))
-        L_quarter = downsample_L(L) if self.config.condition_on_L else None
-        out = self(L, ab_quarter)
-        k, use_L = self.config.num_mixtures, self.config.condition_on_L
-        losses = {
-            "emb": mixture.nll_per_dim(out.emb_params, ab_quarter, k, use_L, L_quarter),
-            "gen": mixture.nll_per_dim(out.gen_params, ab_quarter, k, use_L, L_quarter),
-        }
-        total = self.config.emb_weight * losses["emb"] + self.config.gen_weight * losses["gen"]
-        if out.seg_logits is not None:
-            labels = downsample_labels(batch["seg"])
-            if labels.shape != out.seg_logits.shape[:1] + out.seg_logits.shape[2:]:
-                raise ValueError(
-                    f"batch['seg'] must be (N, H, W) like L {tuple(L.shape)}, got {tuple(batch['seg'].shape)}"
-                )
-            valid = labels[labels != IGNORE_INDEX]
-            if valid.numel() and int(valid.max()) >= self.config.num_classes:
-                raise ValueError(
-                    f"batch['seg'] holds class {int(valid.max())} but num_classes={self.config.num_classes}; "
-                    f"set num_classes to the source's class count (255 is the ignore label)"
-                )
-            if valid.numel():
-                losses["seg"] = F.cross_entropy(out.seg_logits, labels, ignore_index=IGNORE_INDEX)
-            else:  # an image with no labelled pixel contributes no segmentation gradient (not NaN)
-                losses["seg"] = out.seg_logits.sum() * 0.0
-            total = total + self.config.seg_weight * losses["seg"]
-        losses["loss"] = total
-        losses["emb_bpd"] = mixture.bits_per_dim(losses["emb"].detach())
-        losses["gen_bpd"] = mixture.bits_per_dim(losses["gen"].detach())
+        L_quarter = downsample_L(L) if config.condition_on_L else None
+        k, use_L = config.num_mixtures, config.condition_on_L
+        shared = self.trunk(L)
+        seg_logits = self.seg_top(shared) if needs_seg else None
+        losses: dict[str, torch.Tensor] = {}
+        if config.emb_weight > 0 or config.gen_weight > 0:
+            embedding = self.color_top(shared)
+            if config.emb_weight > 0:
+                losses["emb"] = mixture.nll_per_dim(self.embedding_head(embedding), ab_quarter, k, use_L, L_quarter)
+            if config.gen_weight > 0:
+                cond = self.generator_condition(embedding, seg_logits)
+                losses["gen"] = mixture.nll_per_dim(self.generator(ab_quarter, cond), ab_quarter, k, use_L, L_quarter)
+        if seg_logits is not None and config.seg_weight > 0:
+            losses["seg"] = self._segmentation_loss(seg_logits, batch["seg"], L.shape)
+        weights = {"emb": config.emb_weight, "gen": config.gen_weight, "seg": config.seg_weight}
+        weighted = {f"{name}_weighted": weights[name] * value for name, value in losses.items()}
+        losses["loss"] = sum(weighted.values())
+        losses.update(weighted)
+        for name in ("emb", "gen"):
+            if name in losses:
+                losses[f"{name}_bpd"] = mixture.bits_per_dim(losses[name].detach())
         return losses
+
+    def _segmentation_loss(self, logits: torch.Tensor, seg: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+        if seg.shape != (shape[0], shape[-2], shape[-1]):
+            raise ValueError(f"batch['seg'] must be (N, H, W) like L {tuple(shape)}, got {tuple(seg.shape)}")
+        labels = seg.long()
+        valid = labels[labels != IGNORE_INDEX]
+        if valid.numel() and int(valid.max()) >= self.config.num_classes:
+            raise ValueError(
+                f"batch['seg'] holds class {int(valid.max())} but num_classes={self.config.num_classes}; "
+                f"set num_classes to the source's class count (255 is the ignore label)"
+            )
+        if not valid.numel():  # an image with no labelled pixel contributes no segmentation gradient (not NaN)
+            return logits.sum() * 0.0
+        upsampled = F.interpolate(logits, size=labels.shape[-2:], mode="bilinear", align_corners=False)
+        return F.cross_entropy(upsampled, labels, ignore_index=IGNORE_INDEX)
+
+    @torch.no_grad()
+    def data_dependent_init(self, batch: dict[str, torch.Tensor]) -> int:
+        """Initialise the model from one real training batch; the training loop calls it once, on a fresh
+        start, before EMA and DDP copy the weights. Returns the number of layers initialised.
+
+        1. Every weight-normalized layer: PixelCNN++'s data-dependent init (``semcolor.models.weight_norm``),
+           so activations start at unit scale at any width.
+        2. The two mixture heads (f's ``embedding_head``, g's ``head_out``) start as the batch's marginal
+           a/b distribution: component k's location bias at the (k + 1/2)/K quantile of a and of b, and every
+           log-scale bias at log(std * sqrt(3) / pi) (the logistic with the data's std). Without it the heads
+           start at scale 1 (the whole a/b range), and Adam, which moves a bias by about lr per step, needs
+           thousands of steps to reach the data's scale: far more than a CPU demo trains.
+        """
+        count = data_dependent_init(self, lambda: self.compute_losses(batch))
+        ab_quarter = downsample_ab(to_mixture_units(batch["ab"]))
+        k = self.config.num_mixtures
+        quantiles = (torch.arange(k, dtype=ab_quarter.dtype, device=ab_quarter.device) + 0.5) / k
+        values = ab_quarter.transpose(0, 1).reshape(2, -1)
+        locations = torch.quantile(values, quantiles, dim=1)  # (K, 2)
+        log_scales = torch.log(values.std(dim=1) * math.sqrt(3.0) / math.pi).clamp(min=mixture.LOG_SCALE_MIN)
+        for head in (self.embedding_head, self.generator.head_out):
+            # added to the bias step 1 set (which made the head's output zero-mean on this batch)
+            head.bias[1 * k : 2 * k] += locations[:, 0]
+            head.bias[2 * k : 3 * k] += locations[:, 1]
+            head.bias[3 * k : 4 * k] += log_scales[0]
+            head.bias[4 * k : 5 * k] += log_scales[1]
+        return count
 
     # --- inference -----------------------------------------------------------------------------------------
 
@@ -487,11 +593,18 @@ class PixelatedSemanticColorization(nn.Module):
         seed: int = 0,
         method: Literal["cached", "naive"] = "cached",
         progress: bool = False,
+        seeds: Sequence[int] | None = None,
     ) -> torch.Tensor:
         """Draw ``k`` colourizations per image from g: a/b ``(N, k, 2, H/4, W/4)`` in project units (ab / 128),
         on the 8-bit code grid.
 
-        Same ``seed`` -> same samples, for either ``method`` (``naive``: one full pass of g per pixel;
+        Noise: with ``seeds`` (one int per image), image n's k samples use only the noise drawn from
+        ``seeds[n]`` (``mixture.sampling_noise``), so an image gets the same samples whatever batch it is in
+        and images with different seeds get independent streams; callers that split a set into chunks should
+        pass per-image seeds (e.g. ``seed + index in the set``). Without ``seeds``, one stream seeded by
+        ``seed`` covers the whole call: the images of one call differ, but a second call with the same
+        ``seed`` repeats the same noise for its n-th image.
+        Same noise -> same samples, for either ``method`` (``naive``: one full pass of g per pixel;
         ``cached``: incremental, see ``semcolor.models.pixelcnn_sampling``). ``temperature`` > 0 (1 = the
         model's distribution). ``combine_L_ab(L, samples)`` gives ``(N, k, 3, H, W)`` Lab at full resolution.
         """
@@ -499,24 +612,32 @@ class PixelatedSemanticColorization(nn.Module):
 
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        embedding, seg_logits = self.encode(L)
-        cond = self.generator_condition(embedding, seg_logits).repeat_interleave(k, dim=0)
-        L_quarter = downsample_L(L).repeat_interleave(k, dim=0) if self.config.condition_on_L else None
         samplers = {"naive": pixelcnn_sampling.sample_naive, "cached": pixelcnn_sampling.sample_cached}
         if method not in samplers:
             raise ValueError(f"method must be 'cached' or 'naive', got {method!r}")
-        generator = torch.Generator(device=L.device).manual_seed(seed)
-        ab = samplers[method](
-            self.generator,
-            cond,
-            num_mixtures=self.config.num_mixtures,
-            condition_on_L=self.config.condition_on_L,
-            L_quarter=L_quarter,
-            temperature=temperature,
-            generator=generator,
-            progress=progress,
-        )
-        return from_mixture_units(ab.reshape(L.shape[0], k, *ab.shape[1:]))
+        count = L.shape[0]
+        if seeds is not None and len(seeds) != count:
+            raise ValueError(f"seeds must hold one seed per image ({count}), got {len(seeds)}")
+        with torch.nn.utils.parametrize.cached():  # weight norm: compute each weight once, not per pixel
+            embedding, seg_logits = self.encode(L)
+            cond = self.generator_condition(embedding, seg_logits).repeat_interleave(k, dim=0)
+            L_quarter = downsample_L(L).repeat_interleave(k, dim=0) if self.config.condition_on_L else None
+            shape = (k, self.config.num_mixtures + 2, *cond.shape[-2:])
+            if seeds is None:
+                noise = mixture.sampling_noise(seed, (count * k,) + shape[1:])
+            else:
+                noise = torch.cat([mixture.sampling_noise(s, shape) for s in seeds])
+            ab = samplers[method](
+                self.generator,
+                cond,
+                num_mixtures=self.config.num_mixtures,
+                condition_on_L=self.config.condition_on_L,
+                L_quarter=L_quarter,
+                temperature=temperature,
+                progress=progress,
+                noise=noise,
+            )
+        return from_mixture_units(ab.reshape(count, k, *ab.shape[1:]))
 
 
 # -------------------------------------------------------------------------------------------------- factories
