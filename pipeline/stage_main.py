@@ -16,7 +16,7 @@ import sys
 import threading
 from collections.abc import Callable
 
-from pipeline.tracking_health import StageTerminated, TrackingUnavailable, _raise_terminated
+from pipeline.tracking_health import StageTerminated, TrackingUnavailable, raise_terminated
 from semcolor.config import ConfigError
 from semcolor.download import DownloadError
 from semcolor.extract import UnsafeArchiveError
@@ -39,7 +39,7 @@ def one_line(error: BaseException) -> str:
 def stage_main(main: Callable[[], int], name: str) -> int:
     """Run a stage's ``main()`` and turn user errors and interrupts into one line and an exit status."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)  # SIGTERM unwinds like Ctrl-C: nothing half-done
+        signal.signal(signal.SIGTERM, raise_terminated)  # SIGTERM unwinds like Ctrl-C: nothing half-done
     try:
         return int(main() or 0)
     except ConfigError as error:

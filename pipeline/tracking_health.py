@@ -84,7 +84,7 @@ def killed_on_interrupt() -> Iterator[None]:
     the run as KILLED before it propagates (MLflow itself would record FAILED)."""
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     except KeyboardInterrupt:
@@ -98,5 +98,5 @@ def killed_on_interrupt() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
+def raise_terminated(signum: int, frame: Any) -> None:
     raise StageTerminated(f"terminated by signal {signum}")

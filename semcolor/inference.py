@@ -37,9 +37,9 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from semcolor.color import lab_to_rgb8, rgb8_to_lab
+from semcolor.color import lab_to_rgb8_keep_lightness, rgb8_to_lab
 from semcolor.photo_io import Photo
-from semcolor.scaling import AB_SCALE
+from semcolor.scaling import AB_SCALE, upsample_ab
 
 SDC_WORKING_SIZE = 352
 SDC_MULTIPLE = 32
@@ -115,12 +115,12 @@ def predict_ab(
     if family == "psc":
         size = tuple(max(4 * PSC_MULTIPLE, _round_to(s, PSC_MULTIPLE)) for s in (height, width))
         L_in = resize_gray(L_unit, size)
-        return _upsample_ab(model.colorize_fast(L_in), (height, width))
+        return upsample_ab(model.colorize_fast(L_in), (height, width))
     if family == "generic":
         if seg is None and segmenter is not None and takes_map_input(model):
             segmenter.eval()
             seg = _segment_any_size(segmenter, L_unit)
-        return _upsample_ab(model.colorize(L_unit, seg), (height, width))
+        return upsample_ab(model.colorize(L_unit, seg), (height, width))
     raise ValueError("a segmentation model (gridnet) predicts semantic maps, not colors: "
                      "pass a colorization model")
 
@@ -163,7 +163,7 @@ def sample_ab(
                          progress=progress)
             for start in range(0, L_in.shape[0], SAMPLE_GROUP)
         ])
-    return _upsample_ab(draws, (height, width))
+    return upsample_ab(draws, (height, width))
 
 
 @torch.no_grad()
@@ -202,15 +202,6 @@ def resize_gray(L: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(L, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
 
 
-def _upsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """ab (..., 2, h, w) -> (..., 2, *size), bilinear."""
-    if tuple(ab.shape[-2:]) == tuple(size):
-        return ab
-    lead = ab.shape[:-3]
-    flat = ab.reshape(-1, *ab.shape[-3:])
-    return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*lead, 2, *size)
-
-
 def resize_label_map(seg: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     """Nearest-neighbour resize of a (H, W) label map (pixel centres, no half-pixel shift)."""
     if seg.shape == tuple(shape):
@@ -229,47 +220,6 @@ def working_shape(height: int, width: int, long_side: int, multiple: int) -> tup
     scale = long_side / max(height, width)
     return (max(2 * multiple, _round_to(height * scale, multiple)),
             max(2 * multiple, _round_to(width * scale, multiple)))
-
-
-# ------------------------------------------------------------------------------------ Lab -> sRGB, L kept
-
-
-def lab_to_rgb8_keep_lightness(lab: np.ndarray, iterations: int = 8) -> np.ndarray:
-    """Lab (H, W, 3) float (L in [0, 100]) -> uint8 sRGB (H, W, 3) whose lightness is the input's L.
-
-    Out-of-gamut pixels (a linear R, G or B outside [0, 1]) get their (a, b) scaled by the largest factor in
-    [0, 1] that keeps them in gamut, found by bisection to 2**-iterations (1/256: < 0.5 a/b units); gray,
-    factor 0, is always in gamut. Hue and L stay, chroma shrinks; only 8-bit rounding then separates the
-    output's L from the input's (< 0.3 L units).
-    """
-    lab = np.asarray(lab, dtype=np.float64).copy()
-    flat = lab.reshape(-1, 3)
-    outside = np.flatnonzero(~_in_gamut(flat))
-    if outside.size:
-        chosen = flat[outside]
-        low = np.zeros(outside.size)  # known in gamut
-        high = np.ones(outside.size)  # known outside
-        for _ in range(iterations):
-            middle = (low + high) / 2
-            inside = _in_gamut(np.concatenate([chosen[:, :1], chosen[:, 1:] * middle[:, None]], axis=1))
-            low = np.where(inside, middle, low)
-            high = np.where(inside, high, middle)
-        flat[outside, 1:] = chosen[:, 1:] * low[:, None]
-    return lab_to_rgb8(lab)
-
-
-def _in_gamut(lab: np.ndarray, slack: float = 1e-6) -> np.ndarray:
-    """(n, 3) Lab -> (n,) bool: its linear sRGB lies in [0, 1] (D65 white and matrix of semcolor.color)."""
-    # semcolor.color's own constants: one definition of the color space (its public API only clips)
-    from semcolor.color import _RGB_FROM_XYZ, _WHITE_D65, _lab_f_inverse
-
-    fy = (lab[:, 0] + 16.0) / 116.0
-    x = _lab_f_inverse(lab[:, 1] / 500.0 + fy) * _WHITE_D65[0]
-    y = _lab_f_inverse(fy) * _WHITE_D65[1]
-    z = _lab_f_inverse(fy - lab[:, 2] / 200.0) * _WHITE_D65[2]
-    m = _RGB_FROM_XYZ  # explicit sums: a (n, 3) @ (3, 3) product is several times slower here
-    linear = np.stack([m[i, 0] * x + m[i, 1] * y + m[i, 2] * z for i in range(3)], axis=1)
-    return np.all((linear >= -slack) & (linear <= 1.0 + slack), axis=1)
 
 
 # ------------------------------------------------------------------------------------ the Colorizer
@@ -482,7 +432,7 @@ def _compose(lightness: np.ndarray, ab_working: torch.Tensor, rows_per_block: in
 
     ab is upsampled bilinearly to (H, W) as a whole (so block edges are seamless), then joined with L and
     converted in blocks of rows, which bounds the float64 memory on very large photos."""
-    ab_full = (_upsample_ab(ab_working.float(), lightness.shape)[0].clamp(-1.0, 1.0) * AB_SCALE).cpu()
+    ab_full = (upsample_ab(ab_working.float(), lightness.shape)[0].clamp(-1.0, 1.0) * AB_SCALE).cpu()
     ab_full = ab_full.permute(1, 2, 0).numpy()
     image = np.empty((*lightness.shape, 3), np.uint8)
     for top in range(0, lightness.shape[0], rows_per_block):
@@ -600,14 +550,14 @@ def class_names_from_payload(payload: dict[str, Any], num_classes: int) -> tuple
 
 def class_colors(num_classes: int) -> np.ndarray:
     """A distinct color per class: the PASCAL VOC colormap, uint8 (num_classes, 3) RGB (+ entry 255 void)."""
-    from semcolor.sources._labels import voc_colormap
+    from semcolor.sources.labels import voc_colormap
 
     return voc_colormap(256)[: max(num_classes, 1)] if num_classes <= 256 else voc_colormap(256)
 
 
 def map_palette() -> np.ndarray:
     """The 256-entry palette written into ``*_map.png`` (class i -> VOC color i; 255 -> void)."""
-    from semcolor.sources._labels import voc_colormap
+    from semcolor.sources.labels import voc_colormap
 
     return voc_colormap(256)
 

@@ -24,7 +24,7 @@ crop is what both papers do (Pixelated Semantic Colorization: "rescale each imag
 Semantic-driven Colorization: "scale ... to 360 x 360, randomly crop them to 352 x 352"), and it keeps
 every labelled pixel, where a crop would drop the borders. A source with ``load_resized`` (the VOC-layout
 sources) decodes a JPEG at least twice the target in draft mode and resizes from there
-(``semcolor.sources._labels``); the others are loaded in full and resized here.
+(``semcolor.sources.labels``); the others are loaded in full and resized here.
 
 Shard ``<split>-000000.tar`` holds the first ``samples_per_shard`` converted samples in sorted key order,
 and so on. The bytes depend only on the inputs and this code: fixed tar metadata (USTAR, mtime 0, uid/gid
@@ -65,7 +65,7 @@ from tqdm.auto import tqdm
 from semcolor.atomic import atomic_output, write_text_atomic
 from semcolor.color import rgb8_to_lab8_planar
 # IMAGE_RESAMPLE: the filter the shards are resized with, re-exported here where it used to live
-from semcolor.sources._labels import IMAGE_RESAMPLE, resize_image, resize_label  # noqa: F401
+from semcolor.sources.labels import IMAGE_RESAMPLE, resize_image, resize_label  # noqa: F401
 from semcolor.sources.base import Item, Sample, SampleError, Source
 
 MANIFEST_NAME = "manifest.json"

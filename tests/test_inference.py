@@ -7,11 +7,10 @@ import pytest
 import torch
 import yaml
 
-from semcolor.color import rgb8_to_lab
+from semcolor.color import lab_to_rgb8_keep_lightness, rgb8_to_lab
 from semcolor.inference import (
     Colorizer,
     class_names_from_payload,
-    lab_to_rgb8_keep_lightness,
     load_colorizer,
     predict_ab,
     resize_label_map,
@@ -31,13 +30,7 @@ from tests.inference_models import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny nets on a shared 2-core machine: a second intra-op thread mostly waits
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

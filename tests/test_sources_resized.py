@@ -15,7 +15,7 @@ from PIL import Image
 from semcolor.color import rgb8_to_lab8
 from semcolor.shards import MANIFEST_NAME, convert_source, read_shard_samples, resize_sample, resized_loader
 from semcolor.sources import SampleError
-from semcolor.sources._labels import encode_palette_png, invalid_label_values, resize_label
+from semcolor.sources.labels import encode_palette_png, invalid_label_values, resize_label
 from semcolor.sources.synthetic import Synthetic
 from semcolor.sources.voc2012 import Voc2012
 
