@@ -65,6 +65,13 @@ class DataConfig:
                 raise ValueError(f"sizes: {size} is not a shard size; use 128 and/or 352")
 
 
+def shard_dir(source: str, size: int, path: str | Path = DEFAULT_PARAMS) -> Path:
+    """``<data.shards_dir>/<source>/<size>``: where the shards stage writes a source's shards (the default of
+    the stages that read them when dvc.yaml does not pass ``--shards``)."""
+    data = load_config(DataConfig, read_params(path).get("data") or {}, "data")  # no section: the defaults
+    return Path(data.shards_dir) / source / str(size)
+
+
 @dataclass(frozen=True)
 class DownloadConfig:
     """params.yaml `download`: where archives come from, how hard to try, where first-seen checksums go."""
