@@ -34,6 +34,19 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one intra-op thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    the nets under test are tiny and the machine is a shared 2-core one, where a second thread mostly waits
+    (measured 30-50x slower under load). The previous count is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 # fixtures: `http_server` (a Range-capable server on 127.0.0.1), `migrated_mlflow_db` / `mlflow_store`
 pytest_plugins = ["tests.http_server", "tests.mlflow_store"]
 

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from semcolor.cli import COMMANDS, main
@@ -20,12 +19,7 @@ from tests.inference_models import NUM_CLASSES, PSC_CONFIG, save_model, save_sdc
 REAL = ["brian-61OqtzLUWko-unsplash.png", "lena-varzar-GGfVWu1Xpfo-unsplash.png"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

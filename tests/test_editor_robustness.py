@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from semcolor.cli import main
@@ -32,12 +31,7 @@ PHOTO = "brian-61OqtzLUWko-unsplash.png"
 FAST = Timeouts(head_s=1.0, body_s=1.0, keep_alive_s=1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from scipy.spatial import ConvexHull
 from semcolor import quantized_ab as q
 from semcolor.color import srgb_to_lab
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 # Zhang et al.'s pts_in_hull.npy, summarised per a: (lowest b, highest b, number of bins). Published facts
 # used only to check the computed bins; the bins themselves are computed from the gamut.
