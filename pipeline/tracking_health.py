@@ -20,8 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from semcolor.tracking_server import TrackingUnavailable, check_reachable  # noqa: F401  (re-exported)
-
-TAG_HOST, TAG_PID, TAG_PID_START = "semcolor.host", "semcolor.pid", "semcolor.pid_start"
+from semcolor.tracking_tags import TAG_HOST, TAG_PID, TAG_PID_START, TAG_STAGE
 
 
 class StageTerminated(KeyboardInterrupt):
@@ -65,7 +64,7 @@ def end_stale_runs(experiment_name: str, stage: str) -> list[str]:
     host = socket.gethostname()
     stage_filter = stage.replace("'", "\\'")
     runs = client.search_runs([experiment.experiment_id], max_results=200,
-                              filter_string=f"tags.`semcolor.stage` = '{stage_filter}' and "
+                              filter_string=f"tags.`{TAG_STAGE}` = '{stage_filter}' and "
                                             "attributes.status = 'RUNNING'")
     ended = []
     for run in runs:

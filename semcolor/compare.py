@@ -40,12 +40,8 @@ from typing import Any
 import numpy as np
 
 from semcolor.registry import CHAMPION, REGISTERED_PREFIX, registered_name
+from semcolor.tracking_tags import TAG_DATASET, TAG_FAMILY, TAG_MODEL_NAME, TAG_STAGE, TAG_VARIANT
 
-TAG_STAGE = "semcolor.stage"
-TAG_FAMILY = "semcolor.family"
-TAG_VARIANT = "semcolor.variant"
-TAG_DATASET = "semcolor.dataset"
-TAG_MODEL_NAME = "semcolor.model_name"
 
 FIXED_COLUMNS = ("run_id", "experiment", "stage", "family", "variant", "dataset")
 # shown whenever a listed run has them; the params that differ between the listed runs are added

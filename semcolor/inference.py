@@ -40,12 +40,12 @@ import torch.nn.functional as F
 from semcolor.color import lab_to_rgb8_keep_lightness, rgb8_to_lab
 from semcolor.photo_io import Photo
 from semcolor.scaling import AB_SCALE, upsample_ab
+from semcolor.sources.base import IGNORE_INDEX
 
 SDC_WORKING_SIZE = 352
 SDC_MULTIPLE = 32
 PSC_WORKING_SIZE = 128
 PSC_MULTIPLE = 4
-UNKNOWN_CLASS = 255
 
 
 # ------------------------------------------------------------------------------------ model-level predict
@@ -356,12 +356,12 @@ class Colorizer:
                 f"semantic map is {seg.shape}; it must match the photo ({full_shape[0]}x{full_shape[1]}) "
                 f"or the model's working shape ({shape[0]}x{shape[1]})"
             )
-        bad = (seg >= (self.num_classes or 0)) & (seg != UNKNOWN_CLASS)
+        bad = (seg >= (self.num_classes or 0)) & (seg != IGNORE_INDEX)
         if bad.any():
             raise ValueError(
                 f"semantic map holds class {int(seg[bad][0])}; "
                 f"this model knows classes 0..{(self.num_classes or 1) - 1} "
-                f"(and {UNKNOWN_CLASS} = unknown)"
+                f"(and {IGNORE_INDEX} = unknown)"
             )
         return resize_label_map(seg.astype(np.uint8), shape)
 

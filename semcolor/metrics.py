@@ -22,7 +22,8 @@ from scipy import ndimage
 from skimage.color import deltaE_ciede2000
 from skimage.metrics import structural_similarity
 
-IGNORE_INDEX = 255
+from semcolor.sources.base import IGNORE_INDEX  # the one ignore value (also read as metrics.IGNORE_INDEX)
+
 
 
 def _to_float01(image: np.ndarray) -> np.ndarray:

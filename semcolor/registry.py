@@ -21,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from semcolor import tracking_tags
+
 REGISTERED_PREFIX = "semcolor-"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_PREFIX = "previous_"
-PREVIOUS_TAG_PREFIX = "semcolor.previous_"
+PREVIOUS_TAG_PREFIX = tracking_tags.PREVIOUS_PREFIX
 NO_PREVIOUS = "none"
-METRIC_TAG_PREFIX = "semcolor.metric."  # version tag: the metric it scored when it was promoted  # tag value when the alias pointed nowhere before the promotion
+METRIC_TAG_PREFIX = tracking_tags.METRIC_PREFIX  # version tag: the metric it scored when it was promoted  # tag value when the alias pointed nowhere before the promotion
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ def registered_name(family: str, variant: str | None = None) -> str:
     if not family or "-" in family:
         raise ValueError(f"model family {family!r}: expected a name without '-', e.g. psc")
     return REGISTERED_PREFIX + family + (f"-{variant.replace('_', '-')}" if variant else "")
+
+
+DEFAULT_MODEL = registered_name("sdc", "paper")  # what `semcolor colorize` and the retrain flow use by default
 
 
 def split_registered_name(name: str) -> tuple[str, str | None]:

@@ -21,6 +21,7 @@ import webdataset
 from PIL import Image
 
 from semcolor import color
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import (
     MANIFEST_NAME,
     auto_chunk_size,
@@ -139,9 +140,13 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tree(tmp_path_factory.mktemp("tiny_voc"))
 
 
+WRITING_KEYS = ("samples_per_shard", "on_error", "max_skipped_fraction")  # ShardSettings fields
+
+
 def _convert_with(source: Source, out_dir: Path, **options: Any) -> Path:
-    options = {"samples_per_shard": 3, "max_skipped_fraction": 0.5, "progress": False, **options}
-    return convert_source(source, out_dir, SIZE, **options)
+    writing = {"samples_per_shard": 3, "max_skipped_fraction": 0.5}
+    writing.update({key: options.pop(key) for key in list(options) if key in WRITING_KEYS})
+    return convert_source(source, out_dir, SIZE, settings=ShardSettings(**writing), **{"progress": False, **options})
 
 
 def _convert(tree: Path, out_dir: Path, **options: Any) -> Path:
@@ -323,7 +328,7 @@ def test_stored_size_and_argument_checks(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="size must be a positive"):
         stored_size_for(0)
     with pytest.raises(ValueError, match="on_error must be 'skip' or 'raise'"):
-        convert_split(TinyVocSource(tree), "val", SIZE, tmp_path, on_error="ignore")  # type: ignore[arg-type]
+        convert_split(TinyVocSource(tree), "val", SIZE, tmp_path, settings=ShardSettings(on_error="ignore"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown split 'test'"):
         convert_split(TinyVocSource(tree), "test", SIZE, tmp_path, progress=False)
 

@@ -16,6 +16,7 @@ import yaml
 
 from pipeline.stages import train as train_stage
 from semcolor.extract import safe_extract
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import convert_source
 from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 from tests.mlflow_store import migrated_mlflow_db, mlflow_store  # noqa: F401  (fixtures)
@@ -38,8 +39,8 @@ def shards(tmp_path_factory) -> Path:
     archive = write_world_archive(WorldConfig(seed=3, num_train=16, num_val=4, image_size=64), root / "w.tar",
                                   progress=False)
     out = root / "128"
-    convert_source(Synthetic(safe_extract(archive, root / "x", progress=False)), out, 128, samples_per_shard=8,
-                   progress=False)
+    convert_source(Synthetic(safe_extract(archive, root / "x", progress=False)), out, 128,
+                   settings=ShardSettings(samples_per_shard=8), progress=False)
     return out
 
 

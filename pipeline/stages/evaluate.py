@@ -29,6 +29,7 @@ from pipeline import tracking
 from pipeline.params import load_section, shard_dir as default_shard_dir
 from semcolor import baselines as bl
 from semcolor import evaluation as ev
+from semcolor import tracking_tags as tt
 from semcolor.atomic import write_json_atomic, write_text_atomic
 from semcolor.config import ConfigError, config_to_dict
 from semcolor.evaluation_suite import EvaluateConfig, World, evaluate_models
@@ -176,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"params.yaml: {error}", file=sys.stderr)
         return 2
     stage = "evaluate" if args.seed is None else f"evaluate_seed@{args.seed}"
-    tags = {"semcolor.dataset": config.source, **({"semcolor.seed": str(args.seed)} if args.seed is not None else {})}
+    tags = {tt.TAG_DATASET: config.source, **({tt.TAG_SEED: str(args.seed)} if args.seed is not None else {})}
     with tracking.stage_run(stage, config_to_dict(config), manifest=shard_dir / "manifest.json", tags=tags,
                             dataset=tracking.DatasetRef(shard_dir, "evaluation")) as stage_run:
         record = run(config, args.seed, progress=not args.no_progress,
@@ -191,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         for model, figures in record["models"].items():
             family, _, variant = model.partition("_")
             with tracking.stage_run(f"evaluate/{model}", config_to_dict(config), manifest=shard_dir / "manifest.json",
-                                    tags={"semcolor.family": family, "semcolor.variant": variant,
-                                          "semcolor.dataset": config.source, "semcolor.evaluates": model},
+                                    tags={tt.TAG_FAMILY: family, tt.TAG_VARIANT: variant,
+                                          tt.TAG_DATASET: config.source, tt.TAG_EVALUATES: model},
                                     parent_run_id=stage_run.info.run_id, system_metrics=False):
                 tracking.log_metrics(figures)
     headline = {name: {k: v for k, v in record["models"].get(name, {}).items()

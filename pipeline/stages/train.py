@@ -43,6 +43,7 @@ from pipeline import tracking, tracking_health
 from pipeline.params import read_params, section
 from pipeline.params import shard_dir as default_shard_dir
 from pipeline.stage_main import stage_main
+from semcolor import tracking_tags as tt
 from semcolor.atomic import copy_file_atomic, write_json_atomic, write_text_atomic
 from semcolor.config import ConfigError, config_to_dict, load_config, relocate_keys
 from semcolor.loader import LoaderConfig, ShardBatches, read_manifest
@@ -181,8 +182,8 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml", seed
     tracked_config = {"stage": stage_name, "model_name": chosen.model, "model": model_config,
                       "train": config_to_dict(stage.train), "loader": config_to_dict(stage.loader),
                       "data": config_to_dict(stage.data), "world_size": context.world_size}
-    tags = {"semcolor.family": registry_family, "semcolor.variant": variant, "semcolor.dataset": stage.data.source,
-            "semcolor.model_name": chosen.model, **({"semcolor.seed": str(seed)} if seed is not None else {})}
+    tags = {tt.TAG_FAMILY: registry_family, tt.TAG_VARIANT: variant, tt.TAG_DATASET: stage.data.source,
+            tt.TAG_MODEL_NAME: chosen.model, **({tt.TAG_SEED: str(seed)} if seed is not None else {})}
     with tracking.stage_run(stage_name, tracked_config, manifest=manifest, tags=tags, enabled=context.is_main,
                             dataset=tracking.DatasetRef(shard_dir, "training")) as mlflow_run:
         for row in restored:  # a resumed run's MLflow curve carries the steps its killed predecessor logged

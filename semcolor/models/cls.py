@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from semcolor.config import load_config
 from semcolor.models import register_model
-from semcolor.models.gridnet import IGNORE_INDEX
+from semcolor.sources.base import IGNORE_INDEX
 from semcolor.models.sdc import DecoderLayer, EncoderLayer, SdcConfig, SemanticMapInput
 from semcolor.quantized_ab import (
     ANNEALED_MEAN_TEMPERATURE,
