@@ -121,6 +121,7 @@ def test_the_console_script_prints_no_traceback(bad, tmp_path, shared_dir):
     assert not (path.parent / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_model_references_that_lead_nowhere(tmp_path, shared_dir, migrated_mlflow_db, monkeypatch, capsys):
     """A mistyped registered name, a missing run, a dead tracking server: one line each, exit 2."""
     from tests.mlflow_store import copy_store

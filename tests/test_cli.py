@@ -94,6 +94,7 @@ def test_no_default_model_is_one_line(tmp_path, monkeypatch, shared_dir, capsys)
     assert not (tmp_path / "mlflow.db").exists()  # looking for a champion created no tracking store
 
 
+@pytest.mark.slow
 def test_the_champion_is_the_default_model(tmp_path, migrated_mlflow_db, monkeypatch, shared_dir, capsys):
     from tests.mlflow_store import SDC_CONFIG, copy_store, log_training_run, tracking_store
 

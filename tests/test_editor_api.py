@@ -191,6 +191,7 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_a_model_without_map_input(tmp_path, shared_dir):
     colorizer = load_colorizer(save_model(tmp_path / "psc.pt", "psc_embed", PSC_CONFIG, seed=1))
     app = EditorApp(colorizer, [shared_dir / "photos" / PHOTO], tmp_path / "out")

@@ -225,6 +225,7 @@ def test_edit_setup_errors_are_one_line(setup, tmp_path, capsys):
     assert status == 2 and len(err.splitlines()) == 1 and f"--out {blocker}" in err, err
 
 
+@pytest.mark.slow
 def test_edit_serves_on_ipv6_and_stops_on_ctrl_c(setup, tmp_path):
     command = [str(Path(sys.executable).with_name("semcolor")), "edit", str(setup["photos"][0]), "--model",
                str(setup["model"]), "--segmenter", str(setup["segmenter"]), "--host", "::1", "--no-browser",

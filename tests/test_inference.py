@@ -59,6 +59,7 @@ def output_lightness(image: np.ndarray) -> np.ndarray:
     return rgb8_to_lab(image)[..., 0]
 
 
+@pytest.mark.slow
 def test_real_color_photos_keep_size_and_lightness(shared_dir, sdc_colorizer):
     for path in color_photos(shared_dir):
         photo = read_photo(path)
@@ -140,6 +141,7 @@ def test_a_given_map_is_used_at_full_or_working_size(sdc_colorizer):
                                   sdc_colorizer.colorize(rgb8_to_lab(rgb)[..., 0], semantic_map=working).images[0])
 
 
+@pytest.mark.slow
 def test_pixelcnn_samples_are_diverse_and_reproducible(shared_dir, psc_colorizer):
     photo = read_photo(shared_dir / "photos" / "brian-61OqtzLUWko-unsplash.png")
     assert psc_colorizer.supports_samples and not psc_colorizer.takes_semantic_map

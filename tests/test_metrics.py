@@ -143,6 +143,7 @@ def test_palette_confusion_assigns_each_pixel_to_the_nearest_mode_of_all_classes
     assert np.isnan(metrics.palette_accuracy(np.zeros((4, 4))))
 
 
+@pytest.mark.slow
 def test_a_constant_color_cannot_score_more_than_one_class_share_on_the_world():
     """On generated world images: the real colors score >= 0.99; every constant ab (a 5-unit grid over
     [-60, 60]^2 and every mode of the world) scores at most the largest chromatic class's pixel share (< 0.4), which is what the best

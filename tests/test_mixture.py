@@ -227,6 +227,7 @@ def _edge_case_params(condition_on_L: bool) -> torch.Tensor:
 
 
 @pytest.mark.parametrize("condition_on_L", [False, True])
+@pytest.mark.slow
 def test_mean_is_the_exact_mean_of_the_discretized_clipped_mixture(condition_on_L):
     # Monte Carlo over the very sampler that draws the colourizations: quantized, clipped a, then b given it
     raw = _edge_case_params(condition_on_L)

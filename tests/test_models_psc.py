@@ -285,6 +285,7 @@ def _stage_std(model, L: torch.Tensor) -> list[float]:
     return stds
 
 
+@pytest.mark.slow
 def test_data_dependent_init_starts_every_stage_at_unit_scale_and_the_heads_at_the_data():
     batch = _batch(64, n=4)
     model = _model("psc_full", width=0.25)

@@ -50,6 +50,7 @@ def _chebyshev_distance_to_gamut_hull(points: np.ndarray) -> np.ndarray:
     return np.asarray(distances)
 
 
+@pytest.mark.slow
 def test_the_313_bins_are_exactly_the_in_gamut_grid_cells():
     bins = q.in_gamut_bins()
     assert bins.shape == (313, 2) and q.NUM_BINS == 313

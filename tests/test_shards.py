@@ -256,6 +256,7 @@ def test_tar_metadata_is_fixed(built: Path) -> None:
     assert not any(m.pax_headers for m in members)
 
 
+@pytest.mark.slow
 def test_rebuild_and_worker_count_give_identical_bytes(built: Path, tree: Path, tmp_path: Path) -> None:
     again, parallel = tmp_path / "again", tmp_path / "parallel"
     _convert(tree, again)
@@ -287,6 +288,7 @@ def test_too_many_skips_fail_with_counts_and_leave_no_manifest(tree: Path, tmp_p
     assert (out_dir / "notes.txt").read_text() == "not ours"
 
 
+@pytest.mark.slow
 def test_a_bug_in_a_worker_stops_the_build_without_manifest(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="a bug, not bad data"):
         _convert_with(FailingSource(tree), tmp_path, workers=2, chunk_size=2)

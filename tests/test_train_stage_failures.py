@@ -158,6 +158,7 @@ def without_speed(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "samples_per_second"} for row in rows]
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_way_resumes_to_the_whole_curve(project, monkeypatch, capsys):
     reference_curve, reference = uninterrupted(project)
     assert [row["step"] for row in reference_curve] == ["1", "2", "3", "4"]
@@ -180,6 +181,7 @@ def test_a_run_killed_mid_way_resumes_to_the_whole_curve(project, monkeypatch, c
     assert summary["final_loss"] == reference["final_loss"] and summary["steps"] == 4
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_last_checkpoint_resumes_to_a_full_summary(project, monkeypatch, capsys):
     reference_curve, reference = uninterrupted(project)
     for folder in ("plots", "metrics"):
