@@ -110,6 +110,7 @@ def test_a_wrong_segmenter_is_named(tmp_path, shared_dir, capsys, bad):
         assert status == 2 and phrase in line, line
 
 
+@pytest.mark.slow
 def test_the_console_script_prints_no_traceback(bad, tmp_path, shared_dir):
     path, _ = bad["malicious"]
     script = Path(sys.executable).with_name("semcolor")
