@@ -413,7 +413,7 @@ def load_colorizer(
             segmenter = model_from_checkpoint(segmenter_payload, source=segmenter_path).to(device)
             if isinstance(segmenter, ColorizationModel) or not isinstance(segmenter, Segmenter):
                 raise ValueError(f"{segmenter_path} holds a {segmenter_payload['model_name']} model; "
-                                 "a segmenter must be a segmentation model (gridnet)")
+                                 "a segmenter must be gridnet (a segmentation model, not a colorizer)")
     colorizer = Colorizer(model=model, model_name=payload["model_name"], segmenter=segmenter, device=device,
                           working_size=working_size)
     if colorizer.num_classes is not None:
