@@ -55,12 +55,10 @@ from semcolor.models.psc import SAMPLE_GROUP  # noqa: F401  (evaluation chunks i
 from semcolor.photo_io import Photo
 from semcolor.scaling import AB_SCALE
 
-# the U-Net's and the PixelCNN's defaults (each model's own are its ``working_size`` / ``working_shape``);
-# the editor sizes its display like the U-Net's working shape
+# the editor's display shape: the U-Net's default working shape (each model's own working shape is its
+# ``working_shape``; these are not read for inference)
 SDC_WORKING_SIZE = 352
 SDC_MULTIPLE = 32
-PSC_WORKING_SIZE = 128
-PSC_MULTIPLE = 4
 _upsample_ab = upsample_ab
 
 
