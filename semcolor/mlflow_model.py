@@ -4,11 +4,12 @@ The logged model carries the training checkpoint (plain data, ``torch.load(weigh
 artifact instead of a pickled or exported module: loading rebuilds the registered architecture from the
 checkpoint's own config. ``predict`` takes lightness and returns chroma, both in the model's units:
 
-- input  ``L``:  float32 (N, 1, H, W), L / 50 - 1 in [-1, 1]  (H, W multiples of 32 for the U-Net)
-- output ``ab``: float32 (N, 2, H, W), ab / 128 in [-1, 1)
+- input  ``L``:  float32 (N, 1, H, W), L / 50 - 1 in [-1, 1], any H and W
+- output ``ab``: float32 (N, 2, H, W), ab / 128 in [-1, 1), at the input's size
+  (the model's ``ColorizationModel.predict_ab``, ``semcolor.models.interface``)
 
 Segmenters (GridNet) take ``L`` (or L and ab scaled alike, (N, 3, H, W), for ``input_mode: lab``) and
-return class indices (N, H, W) int64.
+return class indices (N, H, W) int64 at the input's size (``Segmenter.predict_map``).
 """
 
 from __future__ import annotations
@@ -46,15 +47,19 @@ class CheckpointModel(PythonModel):
     def predict(self, context, model_input: np.ndarray, params: dict[str, Any] | None = None) -> np.ndarray:
         import torch
 
-        from semcolor.inference import predict_ab
-
-        from semcolor.models.gridnet import GridNet
+        from semcolor.models.interface import ColorizationModel, as_segmenter
 
         inputs = torch.as_tensor(np.asarray(model_input, dtype=np.float32))
+        segmenter = getattr(self, "segmenter", None)
         with torch.inference_mode():
-            if isinstance(self.model, GridNet):  # a segmenter: class index per pixel, (N, H, W) int64
-                return self.model.predict(inputs).numpy()
-            return predict_ab(self.model, inputs, segmenter=getattr(self, "segmenter", None)).numpy()
+            if isinstance(self.model, ColorizationModel):
+                self.model.eval()
+                if segmenter is not None:
+                    segmenter.eval()
+                return self.model.predict_ab(inputs, segmenter=segmenter).numpy()
+            # a segmenter: class index per pixel, (N, H, W) int64; L (and ab, for a 3-channel one) stacked
+            model = as_segmenter(self.model, "this MLflow model")
+            return model.predict_map(inputs[:, :1], inputs[:, 1:] if inputs.shape[1] > 1 else None).numpy()
 
 
 def resolve_checkpoint(reference: str | Path) -> Path:
