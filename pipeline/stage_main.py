@@ -18,13 +18,17 @@ from collections.abc import Callable
 
 from pipeline.tracking_health import StageTerminated, TrackingUnavailable, raise_terminated
 from semcolor.config import ConfigError
-from semcolor.download import DownloadError
-from semcolor.extract import UnsafeArchiveError
-from semcolor.inference import ModelReferenceError
-from semcolor.shard_integrity import ShardIntegrityError
-from semcolor.shards import TooManySkippedError
-from semcolor.training.checkpoint import CheckpointError
-from semcolor.training.loop import NonFiniteLossError
+# from semcolor.errors, not the modules that raise them: a stage's code is what it imports (its dvc.yaml
+# deps), and reporting an error must not make the download stage depend on the models
+from semcolor.errors import (
+    CheckpointError,
+    DownloadError,
+    ModelReferenceError,
+    NonFiniteLossError,
+    ShardIntegrityError,
+    TooManySkippedError,
+    UnsafeArchiveError,
+)
 
 # errors whose message already names the file, key or step at fault and says what to do
 USER_ERRORS: tuple[type[BaseException], ...] = (

@@ -32,15 +32,12 @@ from typing import Any
 from tqdm import tqdm
 
 from semcolor.atomic import write_json_atomic
+from semcolor.errors import DownloadError
 
 USER_AGENT = "semcolor-download/0.1"
 DEFAULT_CHUNK_SIZE = 1 << 20  # bytes per read; 1 MiB keeps the progress bar smooth and syscalls few
 DEFAULT_TIMEOUT = 60.0  # seconds without any byte from the server before giving up on a connection
 _RECORD_LOCK = threading.Lock()  # download tasks of one source may run in threads and share a record
-
-
-class DownloadError(RuntimeError):
-    """A transfer failed or stopped early; the ``.part`` file is kept so the next attempt resumes."""
 
 
 class ChecksumError(DownloadError):

@@ -5,11 +5,13 @@ Every model is called through the prediction path `semcolor colorize` uses (``se
 ``predict_ab`` for deterministic colors, ``sample_ab`` for PixelCNN draws, ``segment_logits`` for
 segmenters), never by hand. Roles, named by the caller:
 
-- ``colorizers``: name -> model. PixelCNN models (``psc_*``): their headline is k samples at
+- ``colorizers``: name -> model, each driven by what its interface says (``semcolor.models.interface``),
+  never by its name. Models that sample (``can_sample``: the PixelCNN models, ``psc_*``): their headline is k samples at
   ``temperature`` (1.0, the model's distribution) on the first ``sample_images`` images, image i's noise
   seeded by ``seed + i`` (the same seeds at every temperature); ``fast_*`` figures are the
   non-autoregressive mean on all images; a temperature sweep on ``sweep_images`` images is reported beside,
-  never used for the headline. U-Nets (``sdc_*``): headline with the maps of ``map_segmenter`` (GridNet on
+  never used for the headline. Models that take a map (``takes_map``: the U-Nets, ``sdc_*``; a ``cls_*``
+  with the map as input): headline with the maps of ``map_segmenter`` (GridNet on
   gray, the paper's system); ``gt_map_*`` with the true maps; the test-time jitter sweep (claim c) and the
   twin repainting (claim f) with true maps. Others (``cls_*``): their deterministic output.
 - ``segmenters``: name -> model whose segmentation of the gray input is scored (``seg_*``).
@@ -35,6 +37,7 @@ from semcolor import baselines as bl
 from semcolor import evaluation as ev
 from semcolor import metrics
 from semcolor.inference import SAMPLE_GROUP, predict_ab, sample_ab, segment_logits
+from semcolor.models.interface import as_colorizer
 
 SWEEP_TEMPERATURE_KEY = "temperature_{:g}"
 
@@ -101,10 +104,6 @@ def _batched(function: Callable[..., torch.Tensor], tensors: list[torch.Tensor],
     return torch.cat(outputs)
 
 
-def _family(name: str) -> str:
-    return name.partition("_")[0]
-
-
 def evaluate_models(
     colorizers: Mapping[str, nn.Module],
     segmenters: Mapping[str, nn.Module],
@@ -145,9 +144,9 @@ def evaluate_models(
                                                    config.batch_size)
         maps = logits_cache[id(map_segmenter)].argmax(1)
     for name, model in colorizers.items():
-        family = _family(name)
+        interface = as_colorizer(model, name)
         figures: dict[str, float] = {}
-        if family == "psc":
+        if interface.can_sample:
             step(name, f"{config.samples} samples x {len(sampled)} images")
             samples = _draw(model, sampled, config.samples, config.temperature, config.seed, config.batch_size)
             figures.update(ev.colorization_metrics(sampled, samples[:, 0], None))
@@ -173,7 +172,7 @@ def evaluate_models(
             grid_columns[f"{name} sample T={config.temperature:g}"] = ev.to_rgb8(
                 data.L[grid], ev.upsample_ab(samples[grid, 0].float(), size))
             grid_columns[f"{name} fast"] = ev.to_rgb8(data.L[grid], ev.upsample_ab(fast[grid].float(), size))
-        elif family == "sdc":
+        elif interface.takes_map:
             step(name, "GridNet maps")
             ab = _batched(lambda L, seg: predict_ab(model, L, seg), [data.L, maps], config.batch_size) \
                 if maps is not None else None

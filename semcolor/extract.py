@@ -34,19 +34,10 @@ from tqdm import tqdm
 
 from semcolor.atomic import copy_file_atomic, write_json_atomic
 from semcolor.download import file_digests
+from semcolor.errors import UnsafeArchiveError
 
 MARKER_DIR = ".extracted"  # under the target; one JSON marker per extracted archive
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-class UnsafeArchiveError(ValueError):
-    """An archive member would be written outside the target, or is a device/FIFO/socket."""
-
-    def __init__(self, archive: Path, member: str, reason: str):
-        super().__init__(f"{archive}: refusing member {member!r}: {reason}; nothing was extracted")
-        self.archive = archive
-        self.member = member
-        self.reason = reason
 
 
 def marker_path(archive: str | Path, target: str | Path) -> Path:

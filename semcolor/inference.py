@@ -14,8 +14,12 @@ The recipe (the same for every family):
    hue (a bisection on the a/b scale per pixel), instead of clipping R, G and B, which would change the
    lightness: so the output's L equals the input's L up to 8-bit rounding (< 1 L unit).
 
-Classification models (``cls_*``, anything with ``colorize(L, seg)``) run like the U-Net (long side 352,
-multiples of 32), decoded by their own annealed mean.
+Classification models (``cls_*``) run like the U-Net (long side 352, multiples of 32), decoded by their own
+annealed mean.
+
+Every model is driven through its interface (``semcolor.models.interface``: ``ColorizationModel`` and
+``Segmenter``): its ``working_shape``, ``predict_ab``, ``predict_map``, ``sample_ab``, ``takes_map``, ...; the
+family numbers above are the families' own attributes, and nothing here names a family.
 
 Semantic maps (uint8 class indices, 255 = unknown): ``sdc`` and ``cls_*`` with ``semantic`` "input"/"both"
 take one as input - given by the caller (at full resolution or at the working shape) or predicted by a
@@ -35,55 +39,38 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn as nn
-import torch.nn.functional as F
 
 from semcolor.color import lab_to_rgb8_keep_lightness, rgb8_to_lab
+from semcolor.models.interface import (
+    ColorizationModel,
+    Segmenter,
+    as_colorizer,
+    as_segmenter,
+    resize_gray,
+    working_shape,
+)
+from semcolor.models.psc import SAMPLE_GROUP  # noqa: F401  (evaluation chunks its draws by it)
 from semcolor.photo_io import Photo
 from semcolor.scaling import AB_SCALE, upsample_ab
 from semcolor.sources.base import IGNORE_INDEX
+from semcolor.errors import ModelReferenceError
 
+# the editor's display shape: the U-Net's default working shape (each model's own working shape is its
+# ``working_shape``; these are not read for inference)
 SDC_WORKING_SIZE = 352
 SDC_MULTIPLE = 32
-PSC_WORKING_SIZE = 128
-PSC_MULTIPLE = 4
+_upsample_ab = upsample_ab
 
 
 # ------------------------------------------------------------------------------------ model-level predict
-
-
-def _family(model: nn.Module) -> str:
-    from semcolor.models.gridnet import GridNet
-    from semcolor.models.psc import PixelatedSemanticColorization
-    from semcolor.models.sdc import SemanticDrivenUNet
-
-    if isinstance(model, SemanticDrivenUNet):
-        return "sdc"
-    if isinstance(model, PixelatedSemanticColorization):
-        return "psc"
-    if isinstance(model, GridNet):
-        return "segmenter"
-    if hasattr(model, "colorize"):  # the classification family (cls_*) and any model with that contract
-        return "generic"
-    raise ValueError(f"{type(model).__name__} is not a colorization model this version knows")
+# Each family implements semcolor.models.interface (ColorizationModel, Segmenter); these are thin, checked
+# entry points over it: no family is named here.
 
 
 def takes_map_input(model: nn.Module) -> bool:
     """True when the model's colors depend on a semantic map given as input (sdc with its semantic stream,
     cls_* with ``semantic`` "input" or "both")."""
-    config = getattr(model, "config", None)
-    if _family(model) == "sdc":
-        return bool(config.semantic_stream)
-    return bool(getattr(config, "uses_map_input", False))
-
-
-def _segment_any_size(segmenter: nn.Module, L_unit: torch.Tensor) -> torch.Tensor:
-    """GridNet's argmax map (N, H, W) for L of any size: reflect-padded to its size multiple, then cropped."""
-    multiple = 32
-    height, width = L_unit.shape[-2:]
-    pad_h, pad_w = (-height) % multiple, (-width) % multiple
-    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-    padded = F.pad(L_unit, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else L_unit
-    return segmenter(padded).argmax(dim=1)[:, :height, :width]
+    return bool(as_colorizer(model).takes_map)
 
 
 @torch.no_grad()
@@ -93,39 +80,20 @@ def predict_ab(
     seg: torch.Tensor | None = None,
     segmenter: nn.Module | None = None,
 ) -> torch.Tensor:
-    """The model's deterministic chroma for a gray batch, at the input's size.
+    """The model's deterministic chroma for a gray batch, at the input's size (``ColorizationModel.predict_ab``).
 
     L_unit: float (N, 1, H, W), ``L / 50 - 1`` in [-1, 1], any H and W. seg: optional (N, H, W) long class
-    map (``sdc`` and models with ``colorize(L, seg)``); segmenter: a GridNet that predicts the map for an
-    ``sdc`` model when ``seg`` is None. Returns ab_unit (N, 2, H, W) float, ``ab / 128``. ``sdc`` runs at
-    the input's own size (reflect-padded to multiples of 32); ``psc_*`` uses its non-autoregressive head
-    (``colorize_fast``, the mixture mean) and upsamples its 1/4-resolution output bilinearly.
+    map (models that take one); segmenter: a GridNet that predicts the map when ``seg`` is None. Returns
+    ab_unit (N, 2, H, W) float, ``ab / 128``. ``sdc`` runs at the input's own size (padded to multiples of
+    32); ``psc_*`` uses its non-autoregressive head (the mixture mean), upsampled from 1/4 resolution.
     """
     if L_unit.dim() != 4 or L_unit.shape[1] != 1:
         raise ValueError(f"predict_ab expects L of shape (N, 1, H, W), got {tuple(L_unit.shape)}")
-    family = _family(model)
+    colorizer = as_colorizer(model)
     model.eval()
-    height, width = L_unit.shape[-2:]
-    if family == "sdc":
-        from semcolor.models.sdc import colorize
-
-        if segmenter is not None:
-            segmenter.eval()
-        return colorize(model, L_unit, seg, gridnet=segmenter, mode="pad")
-    if family == "psc":
-        size = tuple(max(4 * PSC_MULTIPLE, _round_to(s, PSC_MULTIPLE)) for s in (height, width))
-        L_in = resize_gray(L_unit, size)
-        return upsample_ab(model.colorize_fast(L_in), (height, width))
-    if family == "generic":
-        if seg is None and segmenter is not None and takes_map_input(model):
-            segmenter.eval()
-            seg = _segment_any_size(segmenter, L_unit)
-        return upsample_ab(model.colorize(L_unit, seg), (height, width))
-    raise ValueError("a segmentation model (gridnet) predicts semantic maps, not colors: "
-                     "pass a colorization model")
-
-
-SAMPLE_GROUP = 12  # images per sampling call when the model's sample() takes no per-image seeds
+    if segmenter is not None:
+        segmenter.eval()
+    return colorizer.predict_ab(L_unit, seg, segmenter=segmenter)
 
 
 @torch.no_grad()
@@ -137,69 +105,26 @@ def sample_ab(
     temperature: float = 1.0,
     progress: bool = False,
 ) -> torch.Tensor:
-    """k PixelCNN draws per image (``psc_*``), at the input's size: ab_unit (N, k, 2, H, W), ``ab / 128``.
-
-    L_unit: (N, 1, H, W) in [-1, 1]; it is resized to the PixelCNN's working shape (multiples of 4, as
-    ``predict_ab``) and the quarter-resolution draws are upsampled bilinearly. seeds: one int per image;
-    image n's noise comes from ``seeds[n]`` alone when the model's ``sample`` takes per-image seeds, so an
-    image's samples do not depend on the batch it is drawn in. Models whose ``sample`` takes only one seed
-    are drawn in fixed groups of ``SAMPLE_GROUP`` images, each group seeded with its first image's seed (a
-    fixed function of the image's index, not of any batch size; distinct streams for every image)."""
-    import inspect
-
-    if _family(model) != "psc":
+    """k draws per image (models that sample: ``psc_*``), at the input's size: ab_unit (N, k, 2, H, W),
+    ``ab / 128`` (``ColorizationModel.sample_ab``). L_unit: (N, 1, H, W) in [-1, 1]; seeds: one int per
+    image; image n's noise comes from ``seeds[n]`` alone, so its samples do not depend on its batch."""
+    colorizer = as_colorizer(model)
+    if not colorizer.can_sample:
         raise ValueError(f"{type(model).__name__} does not sample: only PixelCNN models (psc_*) draw colorizations")
     if len(seeds) != L_unit.shape[0]:
         raise ValueError(f"seeds must hold one seed per image ({L_unit.shape[0]}), got {len(seeds)}")
     model.eval()
-    height, width = L_unit.shape[-2:]
-    size = tuple(max(4 * PSC_MULTIPLE, _round_to(s, PSC_MULTIPLE)) for s in (height, width))
-    L_in = resize_gray(L_unit, size)
-    if "seeds" in inspect.signature(model.sample).parameters:
-        draws = model.sample(L_in, k=k, temperature=temperature, seeds=list(seeds), progress=progress)
-    else:
-        draws = torch.cat([
-            model.sample(L_in[start : start + SAMPLE_GROUP], k=k, temperature=temperature, seed=int(seeds[start]),
-                         progress=progress)
-            for start in range(0, L_in.shape[0], SAMPLE_GROUP)
-        ])
-    return upsample_ab(draws, (height, width))
+    return colorizer.sample_ab(L_unit, seeds, k=k, temperature=temperature, progress=progress)
 
 
 @torch.no_grad()
 def segment_logits(model: nn.Module, L_unit: torch.Tensor, ab_unit: torch.Tensor | None = None) -> torch.Tensor:
-    """Class logits (N, C, H, W) at the input's size from a segmenter: a GridNet (gray, or ``lab`` with
-    ``ab_unit`` (N, 2, H, W) as its colour input; reflect-padded to its size multiple and cropped) or a
-    PixelCNN's segmentation branch (``psc_embed``/``psc_full``, upsampled bilinearly)."""
-    family = _family(model)
+    """Class logits (N, C, H, W) at the input's size from a segmenter (``Segmenter.predict_logits``): a
+    GridNet (gray, or ``lab`` with ``ab_unit`` (N, 2, H, W) as its colour input; padded to its size multiple
+    and cropped) or a PixelCNN's segmentation branch (``psc_embed``/``psc_full``, upsampled bilinearly)."""
+    segmenter = as_segmenter(model)
     model.eval()
-    height, width = L_unit.shape[-2:]
-    if family == "segmenter":
-        x = L_unit if model.config.input_mode == "gray" else torch.cat(
-            [L_unit, torch.zeros_like(L_unit).repeat(1, 2, 1, 1) if ab_unit is None else ab_unit], dim=1)
-        multiple = 32
-        pad_h, pad_w = (-height) % multiple, (-width) % multiple
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        padded = F.pad(x, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else x
-        return model(padded)[..., :height, :width]
-    if family == "psc":
-        size = tuple(max(4 * PSC_MULTIPLE, _round_to(s, PSC_MULTIPLE)) for s in (height, width))
-        logits = model.segment(resize_gray(L_unit, size), full_resolution=True)
-        return logits if tuple(size) == (height, width) else F.interpolate(
-            logits, size=(height, width), mode="bilinear", align_corners=False)
-    raise ValueError(f"{type(model).__name__} has no segmentation output this version reads")
-
-
-def _round_to(value: float, multiple: int) -> int:
-    return max(multiple, int(round(value / multiple)) * multiple)
-
-
-def resize_gray(L: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Gray (N, 1, H, W) -> (N, 1, *size): bilinear, antialiased when shrinking; unchanged at equal size."""
-    if tuple(L.shape[-2:]) == tuple(size):
-        return L
-    shrinking = size[0] < L.shape[-2] or size[1] < L.shape[-1]
-    return F.interpolate(L, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
+    return segmenter.predict_logits(L_unit, ab_unit)
 
 
 def resize_label_map(seg: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
@@ -214,12 +139,6 @@ def resize_label_map(seg: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return seg[rows[:, None], cols[None, :]]
 
 
-def working_shape(height: int, width: int, long_side: int, multiple: int) -> tuple[int, int]:
-    """The model's input shape for a (height, width) photo: long side ``long_side``, aspect kept, each side
-    rounded to ``multiple`` (at least 2 x ``multiple``)."""
-    scale = long_side / max(height, width)
-    return (max(2 * multiple, _round_to(height * scale, multiple)),
-            max(2 * multiple, _round_to(width * scale, multiple)))
 
 
 # ------------------------------------------------------------------------------------ the Colorizer
@@ -265,24 +184,16 @@ class Colorizer:
     fast_inference: bool = True
 
     def __post_init__(self) -> None:
-        self.family = _family(self.model)
-        self._unet_forward = self.model
-        if self.family == "sdc" and self.fast_inference:
-            from semcolor.models.sdc import FastUNetInference, SemanticDrivenUNet
-
-            # the fast path re-implements SemanticDrivenUNet.forward from its weights: a subclass with its
-            # own forward (a stand-in, an experiment) would be silently replaced by it, so that one runs eagerly
-            if type(self.model).forward is SemanticDrivenUNet.forward:
-                self._unet_forward = FastUNetInference(self.model)
-        if self.family == "segmenter":
-            raise ValueError(f"{self.model_name} is a segmentation model; "
-                             "pass a colorization model (sdc, psc_*)")
+        self.interface = as_colorizer(self.model, self.model_name)
+        # what computes the colors: the model, or its faster twin (the U-Net's oneDNN path) where it has one
+        self._predictor = self.interface.accelerated() if self.fast_inference else self.interface
         self.model.eval()
         if self.segmenter is not None:
             self.segmenter.eval()
-            if self.num_classes is not None and self.segmenter.config.num_classes != self.num_classes:
+            segmenter_classes = as_segmenter(self.segmenter, "the segmenter").num_classes
+            if self.num_classes is not None and segmenter_classes != self.num_classes:
                 raise ValueError(
-                    f"the segmenter predicts {self.segmenter.config.num_classes} classes "
+                    f"the segmenter predicts {segmenter_classes} classes "
                     f"but {self.model_name} "
                     f"expects {self.num_classes}; use the segmenter trained with this model"
                 )
@@ -291,38 +202,29 @@ class Colorizer:
 
     # -- what the model offers -------------------------------------------------------------------------
     @property
-    def num_classes(self) -> int | None:
-        """Size of the label set of the map this model uses or predicts (None: no map at all)."""
-        config = self.model.config
-        if self.family == "psc" and not config.has_segmentation:
-            return None
-        if self.family == "sdc" and not config.semantic_stream:
-            return None
-        if self.family == "generic" and not (self.takes_semantic_map or self._has_segmentation_head):
-            return None
-        return getattr(config, "num_classes", None)
+    def family(self) -> str:
+        """The model's registry family, for display (``psc_full`` -> ``psc``); nothing branches on it."""
+        return self.model_name.partition("_")[0]
 
     @property
-    def _has_segmentation_head(self) -> bool:
-        uses_head = bool(getattr(self.model.config, "uses_head", False))
-        return uses_head and hasattr(self.model, "predict_segmentation")
+    def num_classes(self) -> int | None:
+        """Size of the label set of the map this model uses or predicts (None: no map at all)."""
+        return self.interface.num_classes
 
     @property
     def takes_semantic_map(self) -> bool:
         """True when the map is an input: editing it changes the colors (``sdc`` with its semantic stream,
         ``cls_*`` with the map as input)."""
-        return takes_map_input(self.model)
+        return self.interface.takes_map
 
     @property
     def supports_samples(self) -> bool:
-        """True for the PixelCNN models, which draw diverse colorizations."""
-        return self.family == "psc"
+        """True for the models that draw diverse colorizations (the PixelCNN models)."""
+        return self.interface.can_sample
 
     def working_shape(self, height: int, width: int) -> tuple[int, int]:
         """The model's input shape for a (height, width) photo (see the module docstring)."""
-        if self.family == "psc":
-            return working_shape(height, width, self.working_size or PSC_WORKING_SIZE, PSC_MULTIPLE)
-        return working_shape(height, width, self.working_size or SDC_WORKING_SIZE, SDC_MULTIPLE)
+        return self.interface.working_shape(height, width, self.working_size)
 
     # -- the work --------------------------------------------------------------------------------------
     def _L_tensor(self, lightness: np.ndarray) -> torch.Tensor:
@@ -340,13 +242,11 @@ class Colorizer:
                     f"{self.model_name} needs a semantic map: give one (--semantic-map) or a segmenter "
                     "(--segmenter or an MLflow model with a 'segmenter' artifact)"
                 )
-            seg = self.segmenter(L_in).argmax(dim=1)
-        elif self.family == "psc" and self.model.config.has_segmentation:
-            seg = self.model.segment(L_in, full_resolution=True).argmax(dim=1)
-        elif self.family == "generic" and self._has_segmentation_head:
-            seg = self.model.predict_segmentation(L_in)
+            seg = as_segmenter(self.segmenter).predict_map(L_in)
         else:
-            return None
+            seg = self.interface.predict_map(L_in)
+            if seg is None:
+                return None
         return seg[0].to(torch.uint8).cpu().numpy()
 
     def _check_map(self, seg: np.ndarray, shape: tuple[int, int], full_shape: tuple[int, int]) -> np.ndarray:
@@ -403,23 +303,17 @@ class Colorizer:
             else:
                 seg = self._check_map(semantic_map, shape, full_shape)
             seg_t = torch.from_numpy(seg.astype(np.int64))[None].to(self.device)
-            if self.family == "sdc":
-                ab_list = [self._unet_forward(L_in, seg_t)]
-            else:
-                ab_list = [self.model.colorize(L_in, seg_t)]
-        elif self.family == "psc" and not fast:
-            seg = self.predict_map(lightness)
-            # one draw per seed, so sample i is the same whether k = 1 or k > 1 were asked for
-            ab_list = [
-                self.model.sample(L_in, k=1, temperature=temperature, seed=seed + i, progress=progress)[:, 0]
-                for i in range(samples)
-            ]
-        elif self.family == "sdc":  # no semantic stream; L_in is already a multiple of 32 on both sides
-            seg = None
-            ab_list = [self._unet_forward(L_in, None)]
+            ab_list = [self._predictor.predict_ab(L_in, seg_t)]
         else:
             seg = self.predict_map(lightness)
-            ab_list = [predict_ab(self.model, L_in)]
+            if self.supports_samples and not fast:
+                # one draw per seed, so sample i is the same whether k = 1 or k > 1 were asked for
+                # drawn straight at the photo's size: one upsampling from the draw's own resolution
+                ab_list = [self.interface.sample_ab(L_in, [seed + i], k=1, temperature=temperature,
+                                                    progress=progress, size=full_shape)[:, 0]
+                           for i in range(samples)]
+            else:
+                ab_list = [self._predictor.predict_ab(L_in)]
 
         images = [_compose(lightness, ab) for ab in ab_list]
         full_map = None if seg is None else resize_label_map(seg, full_shape)
@@ -470,15 +364,15 @@ def load_colorizer(
         elif Path(str(model_ref)).is_file():
             segmenter_path = None  # a bare checkpoint file bundles no segmenter
         else:
-            from semcolor.mlflow_model import resolve_segmenter
+            from semcolor.model_reference import resolve_segmenter
 
             segmenter_path = _mlflow_call(model_ref, lambda: resolve_segmenter(model_ref))
         if segmenter_path is not None:
             segmenter_payload = load_checkpoint(segmenter_path, map_location=device)
-            if segmenter_payload["model_name"] != "gridnet":
-                raise ValueError(f"{segmenter_path} holds a {segmenter_payload['model_name']} model; "
-                                 "a segmenter must be gridnet")
             segmenter = model_from_checkpoint(segmenter_payload, source=segmenter_path).to(device)
+            if isinstance(segmenter, ColorizationModel) or not isinstance(segmenter, Segmenter):
+                raise ValueError(f"{segmenter_path} holds a {segmenter_payload['model_name']} model; "
+                                 "a segmenter must be gridnet (a segmentation model, not a colorizer)")
     colorizer = Colorizer(model=model, model_name=payload["model_name"], segmenter=segmenter, device=device,
                           working_size=working_size)
     if colorizer.num_classes is not None:
@@ -486,16 +380,11 @@ def load_colorizer(
     return colorizer
 
 
-class ModelReferenceError(ValueError):
-    """A model reference (file, ``models:/``, ``runs:/``, run id) that does not lead to a checkpoint; the
-    message names it, says why in one line and what to do."""
-
-
 def _resolve(reference: str | Path) -> Path:
     """A checkpoint file for a reference; MLflow (slow to import) only when it is not a local file."""
     if Path(str(reference)).is_file():
         return Path(str(reference))
-    from semcolor.mlflow_model import resolve_checkpoint
+    from semcolor.model_reference import resolve_checkpoint
 
     return _mlflow_call(reference, lambda: resolve_checkpoint(reference))
 
@@ -503,6 +392,11 @@ def _resolve(reference: str | Path) -> Path:
 def _mlflow_call(reference: str | Path, call: Callable[[], Any]) -> Any:
     """``call()``, with MLflow's errors (a raw traceback otherwise: a missing alias, a mistyped name, an
     unreachable server) turned into one ModelReferenceError line naming the reference and the store."""
+    if Path(str(reference)).is_dir():  # a downloaded MLflow model folder: read locally, no store involved
+        try:
+            return call()
+        except FileNotFoundError as error:
+            raise ModelReferenceError(" ".join(str(error).split())) from None
     import mlflow
 
     from semcolor.tracking_server import TrackingUnavailable, check_reachable

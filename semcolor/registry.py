@@ -225,20 +225,6 @@ def best_champion(family: str, metric: str, client: Any | None = None,
     return model_uri(max(scored)[1], CHAMPION)
 
 
-def checkpoint_for(name: str, alias: str = CHAMPION) -> Path:
-    """The local checkpoint file of ``models:/<name>@<alias>`` (downloaded through the tracking URI)."""
-    from semcolor.mlflow_model import resolve_checkpoint
-
-    return resolve_checkpoint(model_uri(name, alias))
-
-
-def load_model(name: str, alias: str = CHAMPION, use_ema: bool = True):
-    """The model ``models:/<name>@<alias>`` rebuilt from its checkpoint (eval mode, CPU)."""
-    from semcolor.training.checkpoint import model_from_checkpoint
-
-    return model_from_checkpoint(checkpoint_for(name, alias), use_ema=use_ema)
-
-
 # ---------------------------------------------------------------------------------------------- command
 
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from semcolor.models.interface import ColorizationModel, as_segmenter
 from semcolor.compare import (
     ValidationImages,
     assemble_grid,
@@ -37,11 +38,8 @@ def _map_tiles(maps: torch.Tensor) -> list[np.ndarray]:
 
 def _segmenter_columns(model: torch.nn.Module, batch: ValidationImages) -> tuple[list, list[str]]:
     gray, _ = reference_tiles(batch)
-    inputs = batch.L_unit
-    if getattr(model.config, "input_mode", "gray") == "lab":
-        inputs = torch.cat([batch.L_unit, batch.ab_unit], dim=1)
-    with torch.inference_mode():
-        predicted = model.predict(inputs)
+    with torch.inference_mode():  # a colour-input segmenter reads the stored ab, a gray one ignores it
+        predicted = as_segmenter(model).predict_map(batch.L_unit, batch.ab_unit)
     return [gray, _map_tiles(batch.seg), _map_tiles(predicted)], ["gray", "truth", "predicted"]
 
 
@@ -57,13 +55,13 @@ def model_grid(checkpoint: str | Path, shard_dir: str | Path, images: int = 4, *
     model = model_from_checkpoint(payload)
     name = label or payload["model_name"]
     batch = read_validation_images(shard_dir, images)
-    if payload["model_name"].startswith("gridnet"):
+    if not isinstance(model, ColorizationModel):
         columns, labels = _segmenter_columns(model, batch)
     else:
         gray, real = reference_tiles(batch)
         colorizer = load_colorizer(checkpoint)
         columns, labels = [gray, real, colorize_tiles(colorizer, batch)], ["gray", "real", name]
-        if hasattr(model, "sample") and hasattr(model, "colorize_fast"):  # PixelCNN: fast path and a sample
+        if model.can_sample:  # PixelCNN: fast path and a sample
             labels[-1] = f"{name} fast"
             columns.append(sample_tiles(colorizer, batch, seed))
             labels.append(f"{name} sample")

@@ -68,6 +68,7 @@ from semcolor.color import rgb8_to_lab8_planar
 # IMAGE_RESAMPLE: the filter the shards are resized with, re-exported here where it used to live
 from semcolor.sources.labels import IMAGE_RESAMPLE, resize_image, resize_label  # noqa: F401
 from semcolor.sources.base import Item, Sample, SampleError, Source
+from semcolor.errors import TooManySkippedError
 
 MANIFEST_NAME = "manifest.json"
 # Format 2: <key>.lab.npy (raw channel-first Lab planes) replaces format 1's <key>.lab.png; the map's PNG
@@ -181,10 +182,6 @@ class ShardSample:
     lab8: np.ndarray
     label: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-class TooManySkippedError(RuntimeError):
-    """More inputs of a split were skipped than ``max_skipped_fraction`` allows."""
 
 
 class ChunkFuture(Protocol):

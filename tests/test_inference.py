@@ -16,7 +16,7 @@ from semcolor.inference import (
     resize_label_map,
     working_shape,
 )
-from semcolor.mlflow_model import resolve_checkpoint, resolve_segmenter
+from semcolor.model_reference import resolve_checkpoint, resolve_segmenter
 from semcolor.models import create_model
 from semcolor.photo_io import read_photo
 from tests.inference_models import (

@@ -262,9 +262,10 @@ def test_colorize_returns_the_photos_own_size():
     assert float(ab.abs().max()) <= 1.0
     assert model.training  # mode restored
 
-    # pad mode: the same numbers as running the net on the reflect-padded image and cropping
+    # pad mode: the same numbers as running the net on the padded input and cropping: the image reflected,
+    # the map padded with 255 (unknown: semcolor.models.interface's one padding rule)
     padded_L = F.pad(L[None], (0, 64 - 45, 0, 96 - 70), mode="reflect")
-    padded_seg = F.pad(seg[None, None].float(), (0, 64 - 45, 0, 96 - 70), mode="reflect")[:, 0].long()
+    padded_seg = F.pad(seg[None], (0, 64 - 45, 0, 96 - 70), value=255)
     model.eval()
     with torch.no_grad():
         expected = model(padded_L, padded_seg)[0, :, :70, :45]

@@ -9,7 +9,7 @@ import torch
 
 from semcolor.inference import Colorizer
 from semcolor.models import create_model
-from semcolor.models.sdc import FastUNetInference
+from semcolor.models.sdc import AcceleratedUNet, FastUNetInference
 
 CONFIGS = [
     {},
@@ -100,7 +100,7 @@ def test_colorizer_uses_the_fast_path_by_default_with_the_same_images(semantic_s
     segmenter = create_model("gridnet", width=0.125, num_classes=5).eval() if semantic_stream else None
     fast = Colorizer(model=model, model_name="sdc", segmenter=segmenter)
     eager = Colorizer(model=model, model_name="sdc", segmenter=segmenter, fast_inference=False)
-    assert isinstance(fast._unet_forward, FastUNetInference) and eager._unet_forward is model
+    assert isinstance(fast._predictor, AcceleratedUNet) and eager._predictor is model
     calls = []
     original = FastUNetInference._forward
 

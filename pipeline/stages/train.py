@@ -199,9 +199,9 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml", seed
             summary = {"steps": result.step, "samples_per_second": result.samples_per_second,
                        **{f"final_{k}": v for k, v in losses.items()}}
             _write_curve(paths["curve"], result.history)
-            channels = 3 if model_config.get("input_mode") == "lab" else 1  # a GridNet trained on color
-            # the signature leaves H and W free; 32 x 32 (a multiple of every model's stride) shows the layout
-            example = torch.zeros(1, channels, EXAMPLE_SIZE, EXAMPLE_SIZE).numpy()
+            # the signature leaves H and W free; 32 x 32 (a multiple of every model's stride) shows the layout;
+            # the channels are the model's own (a GridNet trained on colour takes L and ab: 3)
+            example = torch.zeros(1, model.input_channels, EXAMPLE_SIZE, EXAMPLE_SIZE).numpy()
             tracking.log_sample_grid(paths["checkpoint"], shard_dir, f"{family}_{variant}")
             tracking.log_metrics({"final_" + k: v for k, v in losses.items()})
             summary["run_id"] = mlflow_run.info.run_id

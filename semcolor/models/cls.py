@@ -34,7 +34,7 @@ encoder). Choices, and why:
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -45,6 +45,8 @@ import torch.nn.functional as F
 from semcolor.config import load_config
 from semcolor.models import register_model
 from semcolor.sources.base import IGNORE_INDEX
+from semcolor.models.interface import ColorizationModel, Segmenter, eval_mode, pad_to_multiple
+from semcolor.models.interface import working_shape as _working_shape
 from semcolor.models.sdc import DecoderLayer, EncoderLayer, SdcConfig, SemanticMapInput
 from semcolor.quantized_ab import (
     ANNEALED_MEAN_TEMPERATURE,
@@ -390,14 +392,12 @@ class QuantizedColorizer(nn.Module):
         if L.dim() != 4 or L.shape[1] != 1:
             raise ValueError(f"colorize expects L of shape (N, 1, H, W), got {tuple(L.shape)}")
         height, width = L.shape[-2:]
-        pad_h, pad_w = (-height) % SIZE_MULTIPLE, (-width) % SIZE_MULTIPLE
-        mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-        L_in = F.pad(L, (0, pad_w, 0, pad_h), mode=mode) if pad_h or pad_w else L
+        L_in = pad_to_multiple(L, SIZE_MULTIPLE)
         seg_in = None
         if self.config.uses_map_input:
             if seg is None:
                 raise ValueError("this cls model takes the semantic map as input: colorize(L, seg) needs seg")
-            seg_in = F.pad(seg, (0, pad_w, 0, pad_h), value=IGNORE_INDEX) if pad_h or pad_w else seg
+            seg_in = pad_to_multiple(seg, SIZE_MULTIPLE)
         was_training = self.training
         self.eval()
         try:
@@ -408,6 +408,53 @@ class QuantizedColorizer(nn.Module):
         if self.config.output_stride > 1:
             ab = F.interpolate(ab, size=L_in.shape[-2:], mode="bilinear", align_corners=False)
         return ab[..., :height, :width].clamp(-1.0, 127.0 / AB_SCALE)
+
+    # --- the ColorizationModel interface (semcolor.models.interface) ------------------------------------
+    size_multiple = SIZE_MULTIPLE
+    working_size = 352  # as the U-Net's: the CLI and editor run both families at the same shapes
+    input_channels = 1
+    can_sample = False
+
+    @property
+    def takes_map(self) -> bool:
+        return self.config.uses_map_input
+
+    @property
+    def predicts_map(self) -> bool:
+        return self.config.uses_head
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.config.num_classes if self.takes_map or self.predicts_map else None
+
+    def working_shape(self, height: int, width: int, long_side: int | None = None) -> tuple[int, int]:
+        """Long side ``long_side`` (default 352), multiples of 32 like the U-Net's (a multiple of this
+        network's 16, so the shapes the CLI and editor give it are the U-Net's)."""
+        return _working_shape(height, width, long_side or self.working_size, 2 * SIZE_MULTIPLE)
+
+    def predict_ab(self, L: torch.Tensor, semantic_map: torch.Tensor | None = None,
+                   segmenter: Segmenter | None = None) -> torch.Tensor:
+        """``colorize(L, map)`` at L's size; a model that takes the map gets ``semantic_map``, else the
+        ``segmenter``'s map of L; other models ignore both."""
+        if self.takes_map and semantic_map is None and segmenter is not None:
+            semantic_map = segmenter.predict_map(L)
+        return self.colorize(L, semantic_map)
+
+    def predict_map(self, L: torch.Tensor) -> torch.Tensor | None:
+        """The segmentation head's map at L's size (None without a head). A model that also takes a map
+        ("both") gets none here: its shown map is the one it is given."""
+        if not self.predicts_map or self.takes_map:
+            return None
+        height, width = L.shape[-2:]
+        with eval_mode(self):
+            return self.predict_segmentation(pad_to_multiple(L, SIZE_MULTIPLE))[..., :height, :width]
+
+    def sample_ab(self, L: torch.Tensor, seeds: Sequence[int], k: int = 1, temperature: float = 1.0,
+                  progress: bool = False, size: tuple[int, int] | None = None) -> torch.Tensor:
+        raise ValueError(f"{type(self).__name__} does not sample: only PixelCNN models (psc_*) draw colorizations")
+
+    def accelerated(self) -> ColorizationModel:
+        return self
 
     @torch.no_grad()
     def predict_segmentation(self, L: torch.Tensor, seg: torch.Tensor | None = None) -> torch.Tensor:

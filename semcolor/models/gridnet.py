@@ -42,6 +42,7 @@ import torch.nn.functional as F
 
 from semcolor.config import load_config
 from semcolor.models import register_model
+from semcolor.models.interface import eval_mode, pad_to_multiple
 from semcolor.sources.base import IGNORE_INDEX
 
 
@@ -260,6 +261,31 @@ class GridNet(nn.Module):
     def predict(self, L: torch.Tensor) -> torch.Tensor:
         """The most likely class per pixel, (N, H, W) long in [0, num_classes)."""
         return self(L).argmax(dim=1)
+
+    # --- the Segmenter interface (semcolor.models.interface) ---------------------------------------------
+    @property
+    def input_channels(self) -> int:
+        return self.in_channels
+
+    @property
+    def num_classes(self) -> int:
+        return self.config.num_classes
+
+    @torch.no_grad()
+    def predict_logits(self, L: torch.Tensor, ab: torch.Tensor | None = None) -> torch.Tensor:
+        """Logits (N, C, H, W) for L of any size: the input (L, or L and ``ab`` for ``lab``; ab = 0, gray,
+        when None) reflect-padded to ``size_multiple``, the logits cropped back. Runs in eval mode."""
+        height, width = L.shape[-2:]
+        if self.in_channels == 1:
+            x = L
+        else:
+            x = torch.cat([L, torch.zeros_like(L).repeat(1, 2, 1, 1) if ab is None else ab], dim=1)
+        with eval_mode(self):
+            return self(pad_to_multiple(x, self.size_multiple))[..., :height, :width]
+
+    def predict_map(self, L: torch.Tensor, ab: torch.Tensor | None = None) -> torch.Tensor:
+        """argmax of ``predict_logits``: (N, H, W) long in [0, num_classes)."""
+        return self.predict_logits(L, ab).argmax(dim=1)
 
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Cross-entropy of the predicted map against ``batch['seg']``.

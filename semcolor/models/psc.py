@@ -74,10 +74,21 @@ import torch.nn.functional as F
 from semcolor.config import load_config
 from semcolor.models import mixture, register_model
 from semcolor.models.pixelcnn import ConditionalGatedPixelCNN, sample_cached, sample_naive
+from semcolor.models.interface import (
+    ColorizationModel,
+    Segmenter,
+    eval_mode,
+    resize_gray,
+    round_to,
+    upsample_logits,
+)
+from semcolor.models.interface import working_shape as _working_shape
 from semcolor.models.weight_norm import data_dependent_init, wn_conv2d
 from semcolor.scaling import AB_SCALE, unit_to_lab, upsample_ab
 from semcolor.sources.base import IGNORE_INDEX
 DOWNSAMPLE = 4  # the model's a/b resolution is 1/4 of the input's (two stride-2 convolutions)
+WORKING_SIZE = 128  # the paper's training size: the long side a photo is resized to for inference
+SAMPLE_GROUP = 12  # images per sampling call when a model's sample() takes no per-image seeds
 
 
 @dataclass(frozen=True)
@@ -540,6 +551,73 @@ class PixelatedSemanticColorization(nn.Module):
                 noise=noise,
             )
         return from_mixture_units(ab.reshape(count, k, *ab.shape[1:]))
+
+
+    # --- the ColorizationModel and Segmenter interfaces (semcolor.models.interface) -------------------------
+    # Inputs of any size are resized (bilinear, antialiased when shrinking) to multiples of 4, at least 16;
+    # the quarter-resolution outputs come back bilinearly at the input's size.
+    size_multiple = DOWNSAMPLE
+    working_size = WORKING_SIZE
+    input_channels = 1
+    takes_map = False
+    can_sample = True
+
+    @property
+    def predicts_map(self) -> bool:
+        return self.config.has_segmentation
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.config.num_classes if self.config.has_segmentation else None
+
+    def working_shape(self, height: int, width: int, long_side: int | None = None) -> tuple[int, int]:
+        """Long side ``long_side`` (default 128, the paper's training size), multiples of 4."""
+        return _working_shape(height, width, long_side or self.working_size, DOWNSAMPLE)
+
+    def _model_size(self, L: torch.Tensor) -> torch.Tensor:
+        size = tuple(max(4 * DOWNSAMPLE, round_to(s, DOWNSAMPLE)) for s in L.shape[-2:])
+        return resize_gray(L, size)
+
+    def predict_ab(self, L: torch.Tensor, semantic_map: torch.Tensor | None = None,
+                   segmenter: Segmenter | None = None) -> torch.Tensor:
+        """The non-autoregressive head's mixture mean (``colorize_fast``) at L's size; no map is used."""
+        with eval_mode(self):
+            return upsample_ab(self.colorize_fast(self._model_size(L)), tuple(L.shape[-2:]))
+
+    def predict_logits(self, L: torch.Tensor, ab: torch.Tensor | None = None) -> torch.Tensor:
+        """The segmentation branch's logits at L's size (``ab`` is not an input of h); ValueError for plain."""
+        with eval_mode(self):
+            return upsample_logits(self.segment(self._model_size(L), full_resolution=True), tuple(L.shape[-2:]))
+
+    def predict_map(self, L: torch.Tensor, ab: torch.Tensor | None = None) -> torch.Tensor | None:
+        """h's argmax map at L's size; None for ``plain`` (no segmentation branch)."""
+        return self.predict_logits(L).argmax(dim=1) if self.config.has_segmentation else None
+
+    @torch.no_grad()
+    def sample_ab(self, L: torch.Tensor, seeds: Sequence[int], k: int = 1, temperature: float = 1.0,
+                  progress: bool = False, size: tuple[int, int] | None = None) -> torch.Tensor:
+        """k draws per image (N, k, 2, *size) (default L's size), upsampled once from 1/4. Image n's noise comes from ``seeds[n]`` alone when
+        ``sample`` takes per-image seeds, so an image's samples do not depend on its batch. A subclass whose
+        ``sample`` takes only one seed is drawn in fixed groups of ``SAMPLE_GROUP`` images, each seeded with
+        its first image's seed (a fixed function of the image's index, not of any batch size)."""
+        import inspect
+
+        if len(seeds) != L.shape[0]:
+            raise ValueError(f"seeds must hold one seed per image ({L.shape[0]}), got {len(seeds)}")
+        L_in = self._model_size(L)
+        with eval_mode(self):
+            if "seeds" in inspect.signature(self.sample).parameters:
+                draws = self.sample(L_in, k=k, temperature=temperature, seeds=list(seeds), progress=progress)
+            else:
+                draws = torch.cat([
+                    self.sample(L_in[start : start + SAMPLE_GROUP], k=k, temperature=temperature,
+                                seed=int(seeds[start]), progress=progress)
+                    for start in range(0, L_in.shape[0], SAMPLE_GROUP)
+                ])
+        return upsample_ab(draws, tuple(size or L.shape[-2:]))
+
+    def accelerated(self) -> ColorizationModel:
+        return self
 
 
 # -------------------------------------------------------------------------------------------------- factories

@@ -67,7 +67,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -77,11 +77,14 @@ import torch.nn.functional as F
 
 from semcolor.config import load_config
 from semcolor.models import register_model
-from semcolor.models.gridnet import GridNet, check_class_map
+from semcolor.models.gridnet import check_class_map
+from semcolor.models.interface import ColorizationModel, Segmenter, pad_to_multiple
+from semcolor.models.interface import working_shape as _working_shape
 from semcolor.sources.base import IGNORE_INDEX
 
 ENCODER_CHANNELS = (32, 64, 128, 256, 512, 512)  # release widths; layer 1 at stride 1, the rest stride 2
 SIZE_MULTIPLE = 2 ** (len(ENCODER_CHANNELS) - 1)  # 32
+WORKING_SIZE = 352  # the paper's and release's training/inference size: the long side a photo is resized to
 
 SemanticEncoding = Literal["scalar", "onehot", "embedding"]
 OutputActivation = Literal["tanh", "linear", "leaky_relu"]
@@ -345,6 +348,45 @@ class SemanticDrivenUNet(nn.Module):
         """L (N, 1, H, W) in [-1, 1], seg (N, H, W) long -> ab (N, 2, H, W) scaled as (a, b) / 128."""
         return self.decode(self.skip_features(L, seg))
 
+    # --- the ColorizationModel interface (semcolor.models.interface) ------------------------------------
+    size_multiple = SIZE_MULTIPLE
+    working_size = WORKING_SIZE
+    input_channels = 1
+    predicts_map = False
+    can_sample = False
+
+    @property
+    def takes_map(self) -> bool:
+        return self.config.semantic_stream
+
+    @property
+    def num_classes(self) -> int | None:
+        return self.config.num_classes if self.config.semantic_stream else None
+
+    def working_shape(self, height: int, width: int, long_side: int | None = None) -> tuple[int, int]:
+        """Long side ``long_side`` (default 352), multiples of 32, at least 64."""
+        return _working_shape(height, width, long_side or self.working_size, SIZE_MULTIPLE)
+
+    def predict_ab(self, L: torch.Tensor, semantic_map: torch.Tensor | None = None,
+                   segmenter: Segmenter | None = None) -> torch.Tensor:
+        """``colorize(self, L, semantic_map, segmenter, mode="pad")``: ab at L's own size."""
+        return colorize(self, L, semantic_map, gridnet=segmenter, mode="pad")
+
+    def predict_map(self, L: torch.Tensor) -> torch.Tensor | None:
+        return None  # the map is an input, predicted by a segmenter (or given), not by the U-Net
+
+    def sample_ab(self, L: torch.Tensor, seeds: Sequence[int], k: int = 1, temperature: float = 1.0,
+                  progress: bool = False, size: tuple[int, int] | None = None) -> torch.Tensor:
+        raise ValueError(f"{type(self).__name__} does not sample: only PixelCNN models (psc_*) draw colorizations")
+
+    def accelerated(self) -> ColorizationModel:
+        """``FastUNetInference`` behind the same ``predict_ab``, for SemanticDrivenUNet's own forward only: the
+        fast path re-implements that forward from the weights, so a subclass with its own forward (a stand-in,
+        an experiment) would be silently replaced by it; such a model runs eagerly (itself is returned)."""
+        if type(self).forward is not SemanticDrivenUNet.forward:
+            return self
+        return AcceleratedUNet(self)
+
     def compute_losses(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Huber loss (delta 1, mean over pixels and both channels) of the predicted ab vs ``batch['ab']``.
 
@@ -363,37 +405,26 @@ class SemanticDrivenUNet(nn.Module):
         return {"loss": loss, "ab_mae": (prediction.detach() - target).abs().mean()}
 
 
-def _pad_amounts(size: int) -> int:
-    target = max(SIZE_MULTIPLE * 2, -(-size // SIZE_MULTIPLE) * SIZE_MULTIPLE)
-    return target - size
-
-
-def _pad(x: torch.Tensor, pad_h: int, pad_w: int) -> torch.Tensor:
-    """Pad bottom/right by reflection (replication where the image is too small to reflect)."""
-    if pad_h == 0 and pad_w == 0:
-        return x
-    height, width = x.shape[-2:]
-    mode = "reflect" if pad_h < height and pad_w < width else "replicate"
-    return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
-
-
 @torch.no_grad()
 def colorize(
     model: SemanticDrivenUNet,
     L_full: torch.Tensor,
     seg_full: torch.Tensor | None = None,
-    gridnet: GridNet | None = None,
+    gridnet: Segmenter | None = None,
     mode: Literal["pad", "resize"] = "pad",
+    forward: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor] | None = None,
 ) -> torch.Tensor:
     """Colorize a photo of any size; returns ab at the photo's own resolution.
 
     L_full: (N, 1, H, W) or (1, H, W) float, ``L / 50 - 1`` in [-1, 1]. seg_full: (N, H, W) or (H, W) long
     class map (255 unknown); when None and the model uses semantics, ``gridnet`` predicts it (argmax) from
-    the same gray input. mode "pad": reflect-pad bottom/right to multiples of 32 (at least 64) and crop the
-    result, so every pixel is computed at its own resolution; "resize": bilinear-resize L (nearest for the
+    the same gray input. mode "pad": pad bottom/right to multiples of 32 (at least 64; L by reflection, the
+    map with 255: ``interface.pad_to_multiple``) and crop the result, so every pixel is computed at its own resolution; "resize": bilinear-resize L (nearest for the
     map) to the nearest multiples of 32 (at least 64) and resize ab back bilinearly (the release stretches
     to 352x352). Returns ab (N, 2, H, W) or (2, H, W), scaled as (a, b) / 128. Models run in eval mode
     (their previous mode is restored). A model without a semantic stream uses neither seg_full nor gridnet.
+    ``forward``: what computes ``model(L, seg)`` (default the model itself; ``AcceleratedUNet`` passes its
+    ``FastUNetInference``).
     """
     if mode not in ("pad", "resize"):
         raise ValueError(f"mode must be 'pad' or 'resize', got {mode!r}")
@@ -415,9 +446,8 @@ def colorize(
     height, width = L.shape[-2:]
 
     if mode == "pad":
-        pad_h, pad_w = _pad_amounts(height), _pad_amounts(width)
-        L_in = _pad(L, pad_h, pad_w)
-        seg_in = None if seg is None else _pad(seg.unsqueeze(1).float(), pad_h, pad_w).squeeze(1).long()
+        L_in = pad_to_multiple(L, SIZE_MULTIPLE, min_size=2 * SIZE_MULTIPLE)
+        seg_in = None if seg is None else pad_to_multiple(seg.long(), SIZE_MULTIPLE, min_size=2 * SIZE_MULTIPLE)
     else:
         size = tuple(
             max(2 * SIZE_MULTIPLE, round(s / SIZE_MULTIPLE) * SIZE_MULTIPLE) for s in (height, width)
@@ -431,8 +461,8 @@ def colorize(
         for m, _ in was_training:
             m.eval()
         if uses_map and seg_in is None:
-            seg_in = gridnet(L_in).argmax(dim=1)
-        ab = model(L_in, seg_in if uses_map else None)
+            seg_in = gridnet.predict_map(L_in)
+        ab = (forward or model)(L_in, seg_in if uses_map else None)
     finally:
         for m, training in was_training:
             m.train(training)
@@ -576,6 +606,25 @@ class FastUNetInference:
         if config.output_activation == "leaky_relu":
             return F.leaky_relu(x, config.negative_slope)
         return x
+
+
+class AcceleratedUNet:
+    """A SemanticDrivenUNet's ``ColorizationModel`` interface with ``FastUNetInference`` as its forward
+    (``SemanticDrivenUNet.accelerated``); every attribute but ``predict_ab`` is the model's own."""
+
+    def __init__(self, model: SemanticDrivenUNet) -> None:
+        self.model = model
+        self.fast = FastUNetInference(model)
+
+    def __getattr__(self, name: str):
+        return getattr(self.model, name)
+
+    def predict_ab(self, L: torch.Tensor, semantic_map: torch.Tensor | None = None,
+                   segmenter: Segmenter | None = None) -> torch.Tensor:
+        return colorize(self.model, L, semantic_map, gridnet=segmenter, mode="pad", forward=self.fast)
+
+    def accelerated(self) -> ColorizationModel:
+        return self
 
 
 @register_model("sdc")
