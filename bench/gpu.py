@@ -111,11 +111,11 @@ def train_rate(name: str, config: dict, crop: int, batch: int, steps: int, devic
 
 
 def loader_rates(workers: list[int], batches: int, device: torch.device, smoke: bool) -> dict[str, float]:
-    from semcolor.extract import safe_extract
-    from semcolor.loader import LoaderConfig, ShardBatches
-    from semcolor.shard_settings import ShardSettings
-    from semcolor.shards import convert_source
-    from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive
+    from semcolor.data.extract import safe_extract
+    from semcolor.data.loader import LoaderConfig, ShardBatches
+    from semcolor.data.shard_settings import ShardSettings
+    from semcolor.data.shards import convert_source
+    from semcolor.data.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 
     figures = {}
     with tempfile.TemporaryDirectory(prefix="semcolor-gpu-bench-") as tmp:

@@ -7,7 +7,7 @@ and how many loader workers the paper-setup training step of each model needs, m
 The baseline is what a plain map-style Dataset would do per sample: open the extracted JPEG and label PNG,
 decode, resize (antialiased image, nearest label), convert sRGB -> Lab in float (the straightforward
 path), crop and flip; torch's default collate. The shard pipeline reads pre-converted Lab8 codes from tar
-shards (semcolor.loader). Both use the same DataLoader worker count and the same consumer, which reads
+shards (semcolor.data.loader). Both use the same DataLoader worker count and the same consumer, which reads
 every value of every batch as a training step would (so shared-memory page faults are paid by both).
 Recipes: 128 (PixelCNN, 64 px crops as the demo trains) and 352 (U-Net, 352 crops of 360 px).
 
@@ -49,13 +49,13 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from semcolor.color import rgb8_to_lab  # noqa: E402
-from semcolor.extract import safe_extract  # noqa: E402
-from semcolor.loader import LoaderConfig, ShardBatches  # noqa: E402
+from semcolor.data.extract import safe_extract  # noqa: E402
+from semcolor.data.loader import LoaderConfig, ShardBatches  # noqa: E402
 from semcolor.models import create_model  # noqa: E402
-from semcolor.loader import shard_paths  # noqa: E402
-from semcolor.shard_settings import ShardSettings  # noqa: E402
-from semcolor.shards import convert_source, decode_npy, decode_png, encode_npy, encode_png, read_shard_samples  # noqa: E402
-from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive  # noqa: E402
+from semcolor.data.loader import shard_paths  # noqa: E402
+from semcolor.data.shard_settings import ShardSettings  # noqa: E402
+from semcolor.data.shards import convert_source, decode_npy, decode_png, encode_npy, encode_png, read_shard_samples  # noqa: E402
+from semcolor.data.sources.synthetic import Synthetic, WorldConfig, write_world_archive  # noqa: E402
 
 RECIPES = {"128": (128, 64, 16), "352": (352, 352, 4)}  # shard size, crop, batch
 DEMO = {

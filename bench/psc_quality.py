@@ -8,7 +8,7 @@ class prior (CE of the val class frequencies = their entropy, the best constant 
 class, and models/gridnet_gray.pt on the same images when present; colorization from samples at
 ``--temperature`` (2 per image, per-image seeds) against the same model's fast path (the mixture mean of f):
 per-image PSNR, colorfulness beside the real images', MS-SSIM between the two samples of each input.
-Every figure comes from ``semcolor.evaluation`` / ``semcolor.metrics``; this script only loads and prints.
+Every figure comes from ``semcolor.evaluation.measures`` / ``semcolor.evaluation.metrics``; this script only loads and prints.
 The last line printed is one JSON object with every figure.
 """
 
@@ -24,9 +24,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from semcolor import evaluation as ev
-from semcolor import metrics
-from semcolor.loader import LoaderConfig, ShardBatches, read_manifest
+from semcolor.evaluation import measures as ev
+from semcolor.evaluation import metrics
+from semcolor.data.loader import LoaderConfig, ShardBatches, read_manifest
 from semcolor.training.checkpoint import load_checkpoint, model_from_checkpoint
 
 SHARDS = Path("data/shards/synthetic/128")

@@ -8,7 +8,7 @@ directory, from ``--images DIR`` (its *.jpg, with generated labels) or from ``--
 Then it measures, best of ``--rounds`` interleaved rounds:
 
 - ``decode_ips``: PIL decode only, one core: ``Image.open(p).convert("RGB")`` + ``load()``;
-- ``convert_ips_per_core``: ``semcolor.shards.convert_item`` through the ``voc2012`` source (its
+- ``convert_ips_per_core``: ``semcolor.data.shards.convert_item`` through the ``voc2012`` source (its
   ``load_resized``: JPEG draft decode and resize, label decode, checks, nearest resize; then Lab, the .npy
   and the map's PNG), one core; ``ratio`` = convert rate / decode rate (the aim: >= 0.5), measured with
   the two interleaved image by image in each round (``ratio_rounds``), median over rounds;
@@ -41,7 +41,7 @@ import numpy as np
 from PIL import Image
 
 from semcolor.color import rgb8_to_lab8, rgb8_to_lab8_planar
-from semcolor.shards import (
+from semcolor.data.shards import (
     MANIFEST_FORMAT,
     PNG_COMPRESS_LEVEL,
     convert_item,
@@ -52,9 +52,9 @@ from semcolor.shards import (
     process_pool,
     resize_sample,
 )
-from semcolor.sources.labels import invalid_label_values, read_palette_indices, read_rgb_image_resized, resize_label
-from semcolor.sources import get_source
-from semcolor.sources.base import Item, Source
+from semcolor.data.sources.labels import invalid_label_values, read_palette_indices, read_rgb_image_resized, resize_label
+from semcolor.data.sources import get_source
+from semcolor.data.sources.base import Item, Source
 
 WIDTH, HEIGHT = 500, 375
 

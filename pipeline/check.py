@@ -63,7 +63,7 @@ def check_params(params_path: str | Path = "params.yaml") -> list[str]:
         load_config(cls, section(params, name), name)
         checked.append(name)
     if "synthetic" in data.sources:
-        from semcolor.sources.synthetic import WorldConfig
+        from semcolor.data.sources.synthetic import WorldConfig
 
         load_config(WorldConfig, section(params, "sources.synthetic"), "sources.synthetic")
         checked.append("sources.synthetic")

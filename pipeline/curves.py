@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semcolor.photo_io import write_image_atomic
+from semcolor.app.photo_io import write_image_atomic
 
 NOT_CURVES = {"step", "epoch", "samples_per_second", "grad_norm"}  # logged per step, but not losses
 PANEL_INCHES = (3.6, 2.6)

@@ -13,7 +13,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from semcolor.config import ConfigError, load_config
-from semcolor.shard_settings import ShardSettings
+from semcolor.data.shard_settings import ShardSettings
 
 T = TypeVar("T")
 DEFAULT_PARAMS = Path("params.yaml")
@@ -56,7 +56,7 @@ class DataConfig:
     shards_dir: str = "data/shards"
 
     def __post_init__(self):
-        from semcolor.sources import SOURCES
+        from semcolor.data.sources import SOURCES
 
         for name in self.sources:
             if name not in SOURCES:
@@ -89,7 +89,7 @@ class DownloadConfig:
 @dataclass(frozen=True)
 class ShardsConfig:
     """params.yaml `shards`: conversion of extracted sources into Lab WebDataset shards. The writing
-    settings are ``semcolor.shards.ShardSettings`` (its defaults and checks); ``settings`` hands them on."""
+    settings are ``semcolor.data.shards.ShardSettings`` (its defaults and checks); ``settings`` hands them on."""
 
     samples_per_shard: int = ShardSettings.samples_per_shard
     workers: int = 2  # processes on this machine (ignored when dask_address is set)

@@ -20,7 +20,7 @@ import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
 from semcolor.config import ConfigError
-from semcolor.photo_io import find_photos, write_image_atomic
+from semcolor.app.photo_io import find_photos, write_image_atomic
 
 COLORIZED_DIR = Path("reports/photos")
 STRIP = Path("reports/photos_strip.png")
@@ -76,7 +76,7 @@ def write_strip(photos: Path, colorized: Path, out: Path, height: int, count: in
 
 
 def run(config: PhotosConfig) -> int:
-    from semcolor.cli import main as semcolor
+    from semcolor.app.cli import main as semcolor
 
     photos = Path(config.dir)
     COLORIZED_DIR.mkdir(parents=True, exist_ok=True)

@@ -23,7 +23,7 @@ import yaml
 
 from pipeline import tracking_health
 from semcolor import hashing
-from semcolor import tracking_tags as tt
+from semcolor.tracking import tags as tt
 
 EXPERIMENT = os.environ.get("SEMCOLOR_EXPERIMENT", "semcolor")
 
@@ -272,8 +272,8 @@ def log_image(image: np.ndarray, artifact_file: str) -> None:
 
 
 def log_sample_grid(checkpoint: str | Path, shard_dir: str | Path, label: str, images: int = 4) -> None:
-    """The model's labelled grid of validation images (``semcolor.sample_grids``) as ``images/samples.png``."""
-    from semcolor.sample_grids import model_grid
+    """The model's labelled grid of validation images (``semcolor.evaluation.sample_grids``) as ``images/samples.png``."""
+    from semcolor.evaluation.sample_grids import model_grid
 
     grid, _ = model_grid(checkpoint, shard_dir, images, label=label)
     log_image(grid, "images/samples.png")
@@ -299,8 +299,8 @@ def version_description(stage: str, model_name: str, dataset: str, steps: int, f
 
 def registered_name(family: str, variant: str | None = None) -> str:
     """Registry name per model family and variant, e.g. semcolor-psc-full, semcolor-sdc-no-in
-    (``semcolor.registry.registered_name``: the variant spelled with hyphens)."""
-    from semcolor.registry import registered_name as name
+    (``semcolor.tracking.registry.registered_name``: the variant spelled with hyphens)."""
+    from semcolor.tracking.registry import registered_name as name
 
     return name(family, variant)
 
@@ -308,7 +308,7 @@ def registered_name(family: str, variant: str | None = None) -> str:
 def log_checkpoint_model(checkpoint: str | Path, name: str, example_L: np.ndarray,
                          segmenter: str | Path | None = None, *, description: str = "",
                          tags: Mapping[str, str] | None = None, model_description: str = "") -> Any:
-    """Log ``checkpoint`` as a pyfunc model (semcolor.mlflow_model.CheckpointModel, "models from code") with
+    """Log ``checkpoint`` as a pyfunc model (semcolor.tracking.mlflow_model.CheckpointModel, "models from code") with
     its signature and ``example_L`` (float32 (N, 1, H, W), or (N, 3, H, W) for a color segmenter) as input
     example, and register it as a new version of ``name`` carrying ``description`` and ``tags`` (the
     registered model gets ``model_description`` when it is created). Returns the ModelInfo; its
@@ -319,7 +319,7 @@ def log_checkpoint_model(checkpoint: str | Path, name: str, example_L: np.ndarra
     mlflow = _mlflow()
     from mlflow.exceptions import MlflowException
 
-    from semcolor.mlflow_model import CHECKPOINT_ARTIFACT, MODEL_CODE, SEGMENTER_ARTIFACT, CheckpointModel
+    from semcolor.tracking.mlflow_model import CHECKPOINT_ARTIFACT, MODEL_CODE, SEGMENTER_ARTIFACT, CheckpointModel
 
     artifacts = {CHECKPOINT_ARTIFACT: str(checkpoint)}
     if segmenter is not None:

@@ -1,6 +1,6 @@
 """What happens to tracking when things go wrong: an unreachable server, a killed stage.
 
-- ``check_reachable`` (``semcolor.tracking_server``): one request to an HTTP tracking server's ``/health``
+- ``check_reachable`` (``semcolor.tracking.server``): one request to an HTTP tracking server's ``/health``
   with a short timeout and no retries, before a stage starts its work, instead of MLflow's four minutes of
   retries and a raw traceback.
 - ``process_tags``: every stage run records its host, process id and that process's start time.
@@ -19,8 +19,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from semcolor.tracking_server import TrackingUnavailable, check_reachable  # noqa: F401  (re-exported)
-from semcolor.tracking_tags import TAG_HOST, TAG_PID, TAG_PID_START, TAG_STAGE
+from semcolor.tracking.server import TrackingUnavailable, check_reachable  # noqa: F401  (re-exported)
+from semcolor.tracking.tags import TAG_HOST, TAG_PID, TAG_PID_START, TAG_STAGE
 
 
 class StageTerminated(KeyboardInterrupt):

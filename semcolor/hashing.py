@@ -1,7 +1,7 @@
 """The sha256 of a file, read in 1 MiB blocks (shards, manifests, checkpoints: never the whole file in memory).
 
-``semcolor.download.file_digests`` adds what downloads need on top (several algorithms in one read, a cache
-beside the file); ``semcolor.shard_integrity.check_shard`` hashes a shard while it counts its samples.
+``semcolor.data.download.file_digests`` adds what downloads need on top (several algorithms in one read, a cache
+beside the file); ``semcolor.data.shard_integrity.check_shard`` hashes a shard while it counts its samples.
 """
 
 from __future__ import annotations

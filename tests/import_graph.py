@@ -28,7 +28,7 @@ def package_modules() -> dict[str, Path]:
 
 def imported_names(path: Path, module: str) -> set[str]:
     """Every dotted name an ``import`` statement anywhere in the file may refer to (relative ones resolved),
-    and every string naming a project module (``"semcolor.models.psc"``, ``"semcolor.sources.sbd:Sbd"``)."""
+    and every string naming a project module (``"semcolor.models.psc"``, ``"semcolor.data.sources.sbd:Sbd"``)."""
     names: set[str] = set()
     package_parts = module.split(".") if path.name == "__init__.py" else module.split(".")[:-1]
     for node in ast.walk(ast.parse(path.read_text(), filename=str(path))):
@@ -36,7 +36,7 @@ def imported_names(path: Path, module: str) -> set[str]:
             names.update(alias.name for alias in node.names)
         elif isinstance(node, ast.Constant) and isinstance(node.value, str) and _MODULE_STRING.match(node.value):
             # a registry that imports by name (importlib.import_module("semcolor.models.psc"),
-            # "semcolor.sources.voc2012:Voc2012"): the module runs as surely as an import statement
+            # "semcolor.data.sources.voc2012:Voc2012"): the module runs as surely as an import statement
             names.add(node.value.partition(":")[0])
         elif isinstance(node, ast.ImportFrom):
             if node.level:

@@ -11,7 +11,7 @@ import torch
 from semcolor.models.gridnet import GridNet, GridNetConfig
 from semcolor.models.sdc import SdcConfig, SemanticDrivenUNet
 from semcolor.scaling import AB_SCALE
-from semcolor.sources.synthetic import CLASS_NAMES, GRAY_ALIKE_PAIRS, WorldConfig, class_spec, palette_of
+from semcolor.data.sources.synthetic import CLASS_NAMES, GRAY_ALIKE_PAIRS, WorldConfig, class_spec, palette_of
 
 PALETTE = palette_of(class_spec(WorldConfig()))
 TWIN_IDS = [tuple(CLASS_NAMES.index(name) for name in pair) for pair in GRAY_ALIKE_PAIRS]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from pipeline import champions
-from semcolor import registry
+from semcolor.tracking import registry
 from tests.mlflow_store import (  # noqa: F401  (fixtures)
     PSC_CONFIG,
     copy_store,

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from semcolor.cli import main
+from semcolor.app.cli import main
 from semcolor.training.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from tests.inference_models import GRIDNET_CONFIG, SDC_CONFIG, save_model, save_sdc_pair
 from tests.mlflow_store import migrated_mlflow_db  # noqa: F401  (fixture)

@@ -8,7 +8,7 @@ import math
 
 import pytest
 
-from semcolor.claims import Figure, at_most, beats, evaluate_claims, headline, pooled_std
+from semcolor.evaluation.claims import Figure, at_most, beats, evaluate_claims, headline, pooled_std
 
 
 def record(**changes) -> dict:

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import numpy as np
 
-from semcolor.class_colors import typical_class_colors
+from semcolor.app.class_colors import typical_class_colors
 from semcolor.color import rgb8_to_lab
-from semcolor.inference import class_colors
-from semcolor.sources.synthetic import CLASS_NAMES, WORLD_CLASSES
+from semcolor.app.inference import class_colors
+from semcolor.data.sources.synthetic import CLASS_NAMES, WORLD_CLASSES
 
 
 def lab(rgb) -> np.ndarray:

@@ -14,7 +14,7 @@ import pytest
 from PIL import Image
 
 import semcolor
-from semcolor.cli import COMMANDS, build_parser, main
+from semcolor.app.cli import COMMANDS, build_parser, main
 from tests.inference_models import PSC_CONFIG, save_model, save_sdc_pair
 
 PHOTO = "brian-61OqtzLUWko-unsplash.png"

@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcolor.cli import COMMANDS, main
+from semcolor.app.cli import COMMANDS, main
 from semcolor.color import rgb8_to_lab
-from semcolor.photo_io import read_photo
+from semcolor.app.photo_io import read_photo
 from tests.inference_models import NUM_CLASSES, PSC_CONFIG, save_model, save_sdc_pair
 
 REAL = ["brian-61OqtzLUWko-unsplash.png", "lena-varzar-GGfVWu1Xpfo-unsplash.png"]

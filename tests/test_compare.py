@@ -1,4 +1,4 @@
-"""semcolor.compare against the default SQLite store: runs logged as the stages log them, filtered, sorted,
+"""semcolor.tracking.compare against the default SQLite store: runs logged as the stages log them, filtered, sorted,
 formatted, and a grid of validation images colorized by registered models."""
 
 from __future__ import annotations
@@ -12,9 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcolor import compare
+from semcolor.tracking import compare
 from semcolor.color import decode_lab8, lab_to_rgb8, rgb8_to_lab, rgb8_to_lab8
-from semcolor.compare import (
+from semcolor.tracking.compare import (
     LABEL_HEIGHT,
     ComparisonTable,
     GridModel,
@@ -29,7 +29,7 @@ from semcolor.compare import (
     search_runs,
     sort_runs,
 )
-from semcolor.shards import (
+from semcolor.data.shards import (
     ConvertedSample,
     SplitResult,
     encode_png,
@@ -381,7 +381,7 @@ def test_grid_models_are_the_versions_the_listed_runs_registered(use_store: dict
 
 
 def test_grid_falls_back_to_the_champion(store: dict, tmp_path: Path) -> None:
-    from semcolor.registry import promote
+    from semcolor.tracking.registry import promote
 
     # evaluation runs logged no model: their family-variant's champion is shown (a copy: the alias is a write)
     database = Path(store["uri"].removeprefix("sqlite:///"))

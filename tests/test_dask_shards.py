@@ -9,11 +9,11 @@ from pathlib import Path
 import pytest
 
 from pipeline.flows.shards import run_shards
-from semcolor.extract import safe_extract
-from semcolor.shard_settings import ShardSettings
-from semcolor.shards import MANIFEST_NAME, convert_source, read_manifest
-from semcolor.sources import get_source
-from semcolor.sources.synthetic import WorldConfig, write_world_archive
+from semcolor.data.extract import safe_extract
+from semcolor.data.shard_settings import ShardSettings
+from semcolor.data.shards import MANIFEST_NAME, convert_source, read_manifest
+from semcolor.data.sources import get_source
+from semcolor.data.sources.synthetic import WorldConfig, write_world_archive
 from tests.project_repo import tree_digests
 
 SIZE = 128

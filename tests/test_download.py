@@ -1,4 +1,4 @@
-"""semcolor.download against a local Range-capable HTTP server (offline)."""
+"""semcolor.data.download against a local Range-capable HTTP server (offline)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 
 import pytest
 
-from semcolor.download import ChecksumError, DownloadError, download, file_digests, mirror_url, sidecar_path
+from semcolor.data.download import ChecksumError, DownloadError, download, file_digests, mirror_url, sidecar_path
 from tests.http_server import http_server  # noqa: F401, F811  (a pytest fixture)
 
 PAYLOAD = os.urandom(3 * 65536 + 123)  # not a multiple of the chunk size on purpose

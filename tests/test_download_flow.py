@@ -13,9 +13,9 @@ import pytest
 
 import pipeline.flows.download as download_flow
 from semcolor.config import ConfigError
-from semcolor.download import ChecksumError
-from semcolor.extract import is_extracted, marker_path
-from semcolor.sources.base import Archive, Source
+from semcolor.data.download import ChecksumError
+from semcolor.data.extract import is_extracted, marker_path
+from semcolor.data.sources.base import Archive, Source
 from tests.http_server import LocalHTTPServer
 
 
@@ -229,7 +229,7 @@ def test_run_download_entry_uses_the_mirror(prefect_harness, http_server, fake_r
 
 
 def test_json_labels_add_the_annotation_archives():
-    from semcolor.sources import source_class
+    from semcolor.data.sources import source_class
 
     coco = source_class("coco_stuff164k")
     png = download_flow.archives_for(coco, {"label_source": "png"})

@@ -46,10 +46,10 @@ def test_coverage_rule_on_a_known_case():
 
 def test_the_closure_follows_function_level_imports_and_packages():
     # pipeline.stages.train imports pipeline.tracking at module level; tracking's log_checkpoint_model
-    # imports semcolor.mlflow_model inside a function: both are code the stage runs
+    # imports semcolor.tracking.mlflow_model inside a function: both are code the stage runs
     code = code_of("pipeline.stages.train")
     assert {"pipeline/stages/train.py", "pipeline/tracking.py", "pipeline/__init__.py",
-            "pipeline/stages/__init__.py", "semcolor/mlflow_model.py"} <= code
+            "pipeline/stages/__init__.py", "semcolor/tracking/mlflow_model.py"} <= code
 
 
 @pytest.mark.parametrize("name", sorted(stages()))

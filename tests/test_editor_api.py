@@ -11,11 +11,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcolor.cli import main
+from semcolor.app.cli import main
 from semcolor.color import rgb8_to_lab
-from semcolor.editor.server import EditorApp, EditorError, EditorHTTPServer, is_loopback, start_in_thread
-from semcolor.inference import load_colorizer
-from semcolor.photo_io import read_photo
+from semcolor.app.editor.server import EditorApp, EditorError, EditorHTTPServer, is_loopback, start_in_thread
+from semcolor.app.inference import load_colorizer
+from semcolor.app.photo_io import read_photo
 from tests.inference_models import CLASS_NAMES, NUM_CLASSES, PSC_CONFIG, save_model, save_sdc_pair
 
 PHOTO = "brian-61OqtzLUWko-unsplash.png"

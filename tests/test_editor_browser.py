@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcolor.class_colors import typical_class_colors
-from semcolor.editor.server import EditorApp, EditorHTTPServer, start_in_thread
-from semcolor.inference import load_colorizer
+from semcolor.app.class_colors import typical_class_colors
+from semcolor.app.editor.server import EditorApp, EditorHTTPServer, start_in_thread
+from semcolor.app.inference import load_colorizer
 from tests.browser import ensure_chromium, launch
 from tests.inference_models import CLASS_NAMES, NUM_CLASSES, save_sdc_pair
 

@@ -22,9 +22,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcolor.cli import main
-from semcolor.editor.server import EditorApp, EditorHTTPServer, Timeouts, start_in_thread
-from semcolor.inference import load_colorizer
+from semcolor.app.cli import main
+from semcolor.app.editor.server import EditorApp, EditorHTTPServer, Timeouts, start_in_thread
+from semcolor.app.inference import load_colorizer
 from tests.inference_models import save_sdc_pair
 
 PHOTO = "brian-61OqtzLUWko-unsplash.png"

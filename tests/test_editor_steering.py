@@ -20,9 +20,9 @@ import pytest
 from PIL import Image
 
 from semcolor.color import rgb8_to_lab
-from semcolor.editor.server import EditorApp, EditorHTTPServer, start_in_thread
-from semcolor.inference import Colorizer
-from semcolor.sources.synthetic import CLASS_NAMES
+from semcolor.app.editor.server import EditorApp, EditorHTTPServer, start_in_thread
+from semcolor.app.inference import Colorizer
+from semcolor.data.sources.synthetic import CLASS_NAMES
 from tests.browser import ensure_chromium, launch
 from tests.oracle_models import PALETTE, PaintsItsMap, PredictsOneClass, mode_table
 

@@ -12,13 +12,13 @@ import numpy as np
 import pytest
 import torch
 
-from semcolor import baselines as bl
-from semcolor import evaluation as ev
-from semcolor import metrics
-from semcolor.evaluation_suite import EvaluateConfig, World, evaluate_models
+from semcolor.evaluation import baselines as bl
+from semcolor.evaluation import measures as ev
+from semcolor.evaluation import metrics
+from semcolor.evaluation.suite import EvaluateConfig, World, evaluate_models
 from semcolor.scaling import AB_SCALE
 from tests.oracle_models import PaintsItsMap, mode_table
-from semcolor.sources.synthetic import (
+from semcolor.data.sources.synthetic import (
     CLASS_NAMES,
     WorldConfig,
     class_spec,
@@ -60,7 +60,7 @@ def test_steering_moves_a_map_reader_to_the_twin_and_not_a_map_ignorer():
 def test_the_suite_measures_steering_through_the_prediction_path_and_claim_f_follows():
     """Through evaluate_models (inference.predict_ab): the oracle as sdc_paper steers fully, the twin
     ignorer as sdc_no_in does not, so claim (f) does not hold; with the oracle as both it holds."""
-    from semcolor.claims import evaluate_claims
+    from semcolor.evaluation.claims import evaluate_claims
 
     data = world_set()
     statistics = bl.TrainStatistics(np.bincount(data.seg.numpy().ravel()[data.seg.numpy().ravel() != 255],
@@ -202,7 +202,7 @@ def test_sampling_noise_is_per_image_and_independent_of_the_batch_size():
     """26 copies of one gray image through the suite's sampler: image i's draws are the same for batch
     sizes 8 and 104 (the seeds decide, not the chunks), and no two images share their noise (images 0,
     12 and 24 of the old evaluate stage did)."""
-    from semcolor.evaluation_suite import _draw
+    from semcolor.evaluation.suite import _draw
     from semcolor.models import create_model
 
     torch.manual_seed(0)

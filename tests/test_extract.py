@@ -1,4 +1,4 @@
-"""semcolor.extract: safe, all-or-nothing extraction with per-archive completion markers."""
+"""semcolor.data.extract: safe, all-or-nothing extraction with per-archive completion markers."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-import semcolor.extract as extract_module
-from semcolor.download import file_digests
-from semcolor.extract import (
+import semcolor.data.extract as extract_module
+from semcolor.data.download import file_digests
+from semcolor.data.extract import (
     UnsafeArchiveError,
     archive_kind,
     install_file,

@@ -1,4 +1,4 @@
-"""semcolor.inference: photo -> colorized photo for every family, at full resolution, lightness kept."""
+"""semcolor.app.inference: photo -> colorized photo for every family, at full resolution, lightness kept."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import torch
 import yaml
 
 from semcolor.color import lab_to_rgb8_keep_lightness, rgb8_to_lab
-from semcolor.inference import (
+from semcolor.app.inference import (
     Colorizer,
     class_names_from_payload,
     load_colorizer,
@@ -16,9 +16,9 @@ from semcolor.inference import (
     resize_label_map,
     working_shape,
 )
-from semcolor.model_reference import resolve_checkpoint, resolve_segmenter
+from semcolor.tracking.model_reference import resolve_checkpoint, resolve_segmenter
 from semcolor.models import create_model
-from semcolor.photo_io import read_photo
+from semcolor.app.photo_io import read_photo
 from tests.inference_models import (
     CLASS_NAMES,
     GRIDNET_CONFIG,
@@ -210,7 +210,7 @@ def test_mlflow_model_folder_with_a_bundled_segmenter(tmp_path, sdc_files):
 
 def test_mlflow_pyfunc_predict_uses_the_bundled_segmenter(sdc_files):
     """CheckpointModel (the logged pyfunc) colorizes an sdc model's input with its 'segmenter' artifact."""
-    from semcolor.mlflow_model import CHECKPOINT_ARTIFACT, SEGMENTER_ARTIFACT, CheckpointModel
+    from semcolor.tracking.mlflow_model import CHECKPOINT_ARTIFACT, SEGMENTER_ARTIFACT, CheckpointModel
 
     context = type("Context", (), {"artifacts": {CHECKPOINT_ARTIFACT: str(sdc_files[0]),
                                                  SEGMENTER_ARTIFACT: str(sdc_files[1])}})()

@@ -14,9 +14,9 @@ import pytest
 import torch
 import webdataset as wds
 
-from semcolor.extract import safe_extract
+from semcolor.data.extract import safe_extract
 
-from semcolor.loader import (
+from semcolor.data.loader import (
     LoaderConfig,
     ShardBatches,
     augment,
@@ -27,9 +27,9 @@ from semcolor.loader import (
     shard_paths,
 )
 from semcolor.scaling import lab8_to_unit
-from semcolor.shard_settings import ShardSettings
-from semcolor.shards import ConvertedSample, convert_source, encode_png, read_shard_samples, write_shards
-from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive
+from semcolor.data.shard_settings import ShardSettings
+from semcolor.data.shards import ConvertedSample, convert_source, encode_png, read_shard_samples, write_shards
+from semcolor.data.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 
 
 @pytest.fixture(scope="module")

@@ -5,7 +5,7 @@ import pytest
 from skimage.color import deltaE_ciede2000
 from skimage.metrics import structural_similarity
 
-from semcolor import metrics
+from semcolor.evaluation import metrics
 
 RNG = np.random.default_rng(0)
 
@@ -149,7 +149,7 @@ def test_a_constant_color_cannot_score_more_than_one_class_share_on_the_world():
     [-60, 60]^2 and every mode of the world) scores at most the largest chromatic class's pixel share (< 0.4), which is what the best
     constant reaches; gray scores 0 (it is the stone's mode). A metric that counted "near any mode of the
     pixel's class" with a loose threshold would let a constant between close modes score far more."""
-    from semcolor.sources.synthetic import WorldConfig, class_spec, palette_of, render_image
+    from semcolor.data.sources.synthetic import WorldConfig, class_spec, palette_of, render_image
 
     config = WorldConfig(seed=5, image_size=64)
     palette = palette_of(class_spec(config))

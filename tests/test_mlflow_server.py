@@ -13,8 +13,9 @@ from pathlib import Path
 import pytest
 
 from pipeline.mlflow_server import mlflow_server
-from semcolor import compare, registry
-from semcolor.model_reference import resolve_checkpoint
+from semcolor.tracking import compare
+from semcolor.tracking import registry
+from semcolor.tracking.model_reference import resolve_checkpoint
 from tests.mlflow_store import (  # noqa: F401  (fixtures)
     PSC_CONFIG,
     log_evaluation_run,

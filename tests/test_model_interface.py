@@ -18,7 +18,7 @@ import torch.nn as nn
 
 from semcolor.models import MODEL_MODULES, create_model, list_models
 from semcolor.models.interface import ColorizationModel, Segmenter
-from semcolor.sources.base import IGNORE_INDEX
+from semcolor.data.sources.base import IGNORE_INDEX
 
 torch.set_num_threads(1)
 
@@ -180,7 +180,7 @@ def test_a_pyfunc_round_trip_gives_identical_outputs(case, tmp_path):
     GridNet bundled for a model that takes a map), loaded back: predict equals the model's own."""
     import mlflow.pyfunc
 
-    from semcolor.mlflow_model import CHECKPOINT_ARTIFACT, MODEL_CODE, SEGMENTER_ARTIFACT
+    from semcolor.tracking.mlflow_model import CHECKPOINT_ARTIFACT, MODEL_CODE, SEGMENTER_ARTIFACT
     from semcolor.training.checkpoint import rng_state, save_checkpoint
 
     name, config, model = build(case, seed=5)
@@ -234,7 +234,7 @@ ROOT = Path(__file__).resolve().parents[1]
 FAMILY_STRINGS = {"sdc", "psc", "cls", "gridnet", "segmenter", "generic"}
 # record readers that look figures up by model name, not drive a model: the paper's claims name the models
 # they are about (claim e compares psc_full with psc_plain; a psc_* headline is over the sampled images)
-ALLOWED = {("semcolor/claims.py", "psc_")}
+ALLOWED = {("semcolor/evaluation/claims.py", "psc_")}
 
 
 def model_class_names() -> set[str]:
@@ -318,9 +318,9 @@ def test_mlflow_model_does_not_import_inference():
     import subprocess
     import sys
 
-    code = ("import sys, semcolor.mlflow_model; "
-            "sys.exit(1 if 'semcolor.inference' in sys.modules else 0)")
+    code = ("import sys, semcolor.tracking.mlflow_model; "
+            "sys.exit(1 if 'semcolor.app.inference' in sys.modules else 0)")
     assert subprocess.run([sys.executable, "-c", code], cwd=ROOT).returncode == 0
-    tree = ast.parse((ROOT / "semcolor/mlflow_model.py").read_text())
+    tree = ast.parse((ROOT / "semcolor/tracking/mlflow_model.py").read_text())
     imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)}
-    assert "semcolor.inference" not in imported
+    assert "semcolor.app.inference" not in imported

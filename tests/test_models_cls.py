@@ -11,7 +11,7 @@ from semcolor.config import ConfigError, config_to_dict
 from semcolor.models import create_model
 from semcolor.models import cls as cls_module  # registers the cls_* models
 from semcolor.models.cls import AdversarialQuantizedColorizer, ClsConfig, QuantizedColorizer
-from semcolor.quantized_ab import bins_tensor, in_gamut_bins, soft_encode
+from semcolor.data.quantized_ab import bins_tensor, in_gamut_bins, soft_encode
 from semcolor.training.loop import TrainConfig, list_batches, train
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

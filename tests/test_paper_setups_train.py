@@ -21,7 +21,7 @@ from pipeline.stages.train import TrainStageConfig
 from semcolor.config import config_to_dict, load_config
 from semcolor.models import create_model
 from semcolor.scaling import lab_to_unit
-from semcolor.sources.synthetic import WorldConfig, render_image
+from semcolor.data.sources.synthetic import WorldConfig, render_image
 from semcolor.training.checkpoint import load_checkpoint, model_from_checkpoint
 from semcolor.training.loop import InMemoryBatches, TrainConfig, train
 

@@ -1,4 +1,4 @@
-"""semcolor.photo_io: every kind of photo a user has, and every way a file can be bad."""
+"""semcolor.app.photo_io: every kind of photo a user has, and every way a file can be bad."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from PIL import Image
 
 from semcolor.color import srgb_to_lab
-from semcolor.photo_io import (
+from semcolor.app.photo_io import (
     PhotoError,
     find_photos,
     read_label_map,

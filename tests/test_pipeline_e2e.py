@@ -70,7 +70,7 @@ def test_the_report_shows_photos_curves_labelled_grids_and_provenance(demo_proje
 def test_mlflow_holds_what_its_users_expect(demo_project):
     from mlflow.tracking import MlflowClient
 
-    from semcolor import registry
+    from semcolor.tracking import registry
 
     repo = demo_project
     client = MlflowClient(tracking_uri=f"sqlite:///{repo / 'mlflow.db'}")

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import pytest
 
-from semcolor.sources import coco_stuff
+from semcolor.data.sources import coco_stuff
 
 PUBLISHED = {
     "COCO2017_TRAIN_IMAGES_ZIP": ("train2017.zip", 19_336_861_798,

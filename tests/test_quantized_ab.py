@@ -14,7 +14,7 @@ from PIL import Image
 from scipy.optimize import linprog
 from scipy.spatial import ConvexHull
 
-from semcolor import quantized_ab as q
+from semcolor.data import quantized_ab as q
 from semcolor.color import srgb_to_lab
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py

@@ -1,4 +1,4 @@
-"""semcolor.registry against the default SQLite store: aliases, promotion with its record, rollback, and
+"""semcolor.tracking.registry against the default SQLite store: aliases, promotion with its record, rollback, and
 loading ``models:/<name>@champion`` for colorization and evaluation."""
 
 from __future__ import annotations
@@ -9,8 +9,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from semcolor import model_reference, registry
-from semcolor.registry import CHALLENGER, CHAMPION, get_by_alias, promote, rollback, set_alias
+from semcolor.tracking import model_reference
+from semcolor.tracking import registry
+from semcolor.tracking.registry import CHALLENGER, CHAMPION, get_by_alias, promote, rollback, set_alias
 from tests.mlflow_store import (  # noqa: F401  (fixtures)
     PSC_CONFIG,
     copy_store,
@@ -98,7 +99,7 @@ def test_unknown_model_or_version_is_a_clear_error(store) -> None:
 
 
 def test_champion_loads_for_colorization_and_evaluation(store) -> None:
-    from semcolor.inference import load_colorizer, predict_ab
+    from semcolor.app.inference import load_colorizer, predict_ab
     from semcolor.training.checkpoint import load_checkpoint
 
     promote(NAME, 2)
@@ -149,7 +150,7 @@ def test_registered_names_spell_variants_with_hyphens() -> None:
 
 
 def test_model_uris_that_do_not_resolve_are_one_line_saying_what_exists(store) -> None:
-    from semcolor.model_reference import resolve_checkpoint
+    from semcolor.tracking.model_reference import resolve_checkpoint
 
     registry.check_model_uri(f"models:/{NAME}/2")  # exists: no error
     registry.check_model_uri("runs:/abc/model")  # not a registry URI: not checked here

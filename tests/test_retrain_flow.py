@@ -98,7 +98,7 @@ def mlflow_client(uri: str):
 
 
 def alias_version(uri: str, alias: str) -> str | None:
-    from semcolor import registry
+    from semcolor.tracking import registry
 
     version = registry.get_by_alias(MODEL, alias, mlflow_client(uri))
     return None if version is None else str(version.version)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from semcolor.inference import Colorizer
+from semcolor.app.inference import Colorizer
 from semcolor.models import create_model
 from semcolor.models.sdc import AcceleratedUNet, FastUNetInference
 

@@ -12,13 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from semcolor import shard_integrity
-from semcolor.extract import safe_extract
-from semcolor.loader import LoaderConfig, ShardBatches
-from semcolor.shard_integrity import ShardIntegrityError, verify_split
-from semcolor.shard_settings import ShardSettings
-from semcolor.shards import convert_source
-from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive
+from semcolor.data import shard_integrity
+from semcolor.data.extract import safe_extract
+from semcolor.data.loader import LoaderConfig, ShardBatches
+from semcolor.data.shard_integrity import ShardIntegrityError, verify_split
+from semcolor.data.shard_settings import ShardSettings
+from semcolor.data.shards import convert_source
+from semcolor.data.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 
 
 @pytest.fixture(scope="module")

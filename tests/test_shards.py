@@ -1,4 +1,4 @@
-"""semcolor.shards: conversion of a split into Lab WebDataset shards, on a tiny VOC-layout tree.
+"""semcolor.data.shards: conversion of a split into Lab WebDataset shards, on a tiny VOC-layout tree.
 
 The source here is a minimal Source subclass reading a VOC-like tree (JPEGImages, SegmentationClass
 palette PNGs, ImageSets/Segmentation lists); it raises SampleError for an unreadable file but, on purpose,
@@ -21,8 +21,8 @@ import webdataset
 from PIL import Image
 
 from semcolor import color
-from semcolor.shard_settings import ShardSettings
-from semcolor.shards import (
+from semcolor.data.shard_settings import ShardSettings
+from semcolor.data.shards import (
     MANIFEST_NAME,
     auto_chunk_size,
     ConvertedSample,
@@ -40,7 +40,7 @@ from semcolor.shards import (
     stored_size_for,
     write_shards,
 )
-from semcolor.sources.base import Item, Sample, SampleError, Source
+from semcolor.data.sources.base import Item, Sample, SampleError, Source
 
 SIZE = 16
 GOOD_IDS = tuple(f"2008_00000{i}" for i in range(1, 8))

@@ -10,9 +10,9 @@ import pytest
 from PIL import Image
 
 from pipeline.flows.shards import convert_chunk, run_shards, shards_task_runner
-from semcolor.shard_settings import ShardSettings
-from semcolor.shards import MANIFEST_NAME, convert_items, convert_source, read_manifest
-from semcolor.sources import get_source
+from semcolor.data.shard_settings import ShardSettings
+from semcolor.data.shards import MANIFEST_NAME, convert_items, convert_source, read_manifest
+from semcolor.data.sources import get_source
 
 SIZE = 24
 TRAIN_IDS = ("2007_000032", "2007_000039", "2007_000063", "2007_000068", "2007_000121")

@@ -16,9 +16,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcolor.sources import get_source
-from semcolor.sources.base import SampleError
-from semcolor.sources.coco_stuff import (
+from semcolor.data.sources import get_source
+from semcolor.data.sources.base import SampleError
+from semcolor.data.sources.coco_stuff import (
     CocoStuff10k,
     CocoStuff164k,
     coco_stuff_ids_to_indices,
@@ -291,7 +291,7 @@ def test_164k_json_uses_both_rle_and_polygons(root164k):
 def test_our_mask_decoding_matches_the_coco_api_on_the_fixture_json(root164k):
     from pycocotools.coco import COCO
 
-    from semcolor.sources.coco_stuff import segmentation_to_mask
+    from semcolor.data.sources.coco_stuff import segmentation_to_mask
 
     for kind in ("instances", "stuff"):
         coco = COCO(str(root164k / "annotations" / f"{kind}_val2017.json"))

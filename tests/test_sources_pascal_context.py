@@ -11,9 +11,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from semcolor.sources import get_source
-from semcolor.sources.base import SampleError
-from semcolor.sources.pascal_context import PascalContext, context459_to_59, context459_to_59_lut
+from semcolor.data.sources import get_source
+from semcolor.data.sources.base import SampleError
+from semcolor.data.sources.pascal_context import PascalContext, context459_to_59, context459_to_59_lut
 from tests.archive_builders.coco import encode_mat, fixture_image
 from tests.archive_builders.pascal_context import (
     KNOWN_BAND,

@@ -13,12 +13,12 @@ import pytest
 from PIL import Image
 
 from semcolor.color import rgb8_to_lab8
-from semcolor.shard_settings import ShardSettings
-from semcolor.shards import MANIFEST_NAME, convert_source, read_shard_samples, resize_sample, resized_loader
-from semcolor.sources import SampleError
-from semcolor.sources.labels import encode_palette_png, invalid_label_values, resize_label
-from semcolor.sources.synthetic import Synthetic
-from semcolor.sources.voc2012 import Voc2012
+from semcolor.data.shard_settings import ShardSettings
+from semcolor.data.shards import MANIFEST_NAME, convert_source, read_shard_samples, resize_sample, resized_loader
+from semcolor.data.sources import SampleError
+from semcolor.data.sources.labels import encode_palette_png, invalid_label_values, resize_label
+from semcolor.data.sources.synthetic import Synthetic
+from semcolor.data.sources.voc2012 import Voc2012
 
 SIZE = 128
 LARGE = [f"2010_00000{i}" for i in range(4)]  # 500x375 photos

@@ -20,10 +20,10 @@ from scipy import ndimage, stats
 
 from semcolor.color import lab_to_srgb, rgb8_to_lab, srgb_to_lab
 from semcolor.config import ConfigError, load_config
-from semcolor.extract import safe_extract
-from semcolor.sources import get_source
-from semcolor.sources.labels import voc_colormap
-from semcolor.sources.synthetic import (
+from semcolor.data.extract import safe_extract
+from semcolor.data.sources import get_source
+from semcolor.data.sources.labels import voc_colormap
+from semcolor.data.sources.synthetic import (
     CLASS_NAMES,
     GAMUT_TOLERANCE,
     GRAY_ALIKE_PAIRS,
@@ -520,7 +520,7 @@ def test_an_image_depends_only_on_seed_split_and_index():
 
 
 def test_failed_generation_leaves_no_archive(tmp_path, monkeypatch):
-    import semcolor.sources.synthetic as synthetic
+    import semcolor.data.sources.synthetic as synthetic
 
     def broken(*args, **kwargs):
         raise RuntimeError("boom")

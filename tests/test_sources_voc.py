@@ -14,16 +14,16 @@ import pytest
 import scipy.io
 from PIL import Image
 
-from semcolor.sources import IGNORE_INDEX, SampleError, get_source
-from semcolor.sources.labels import (
+from semcolor.data.sources import IGNORE_INDEX, SampleError, get_source
+from semcolor.data.sources.labels import (
     encode_palette_png,
     read_id_list,
     read_palette_indices,
     voc_colormap,
 )
-from semcolor.sources.sbd import Sbd, read_sbd_segmentation
-from semcolor.sources.voc2012 import VOC_CLASS_NAMES, Voc2012
-from semcolor.sources.voc2012_aug import Voc2012Aug, compose_train_ids
+from semcolor.data.sources.sbd import Sbd, read_sbd_segmentation
+from semcolor.data.sources.voc2012 import VOC_CLASS_NAMES, Voc2012
+from semcolor.data.sources.voc2012_aug import Voc2012Aug, compose_train_ids
 from tests.archive_builders import encode_jpeg, file_digests
 from tests.archive_builders.voc import (
     SBD_TGZ_NAME,

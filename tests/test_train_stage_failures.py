@@ -15,10 +15,10 @@ import pytest
 import yaml
 
 from pipeline.stages import train as train_stage
-from semcolor.extract import safe_extract
-from semcolor.shard_settings import ShardSettings
-from semcolor.shards import convert_source
-from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive
+from semcolor.data.extract import safe_extract
+from semcolor.data.shard_settings import ShardSettings
+from semcolor.data.shards import convert_source
+from semcolor.data.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 from tests.mlflow_store import migrated_mlflow_db, mlflow_store  # noqa: F401  (fixtures)
 
 PARAMS = {

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from semcolor.extract import safe_extract
-from semcolor.shard_settings import ShardSettings
-from semcolor.shards import convert_source
-from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive
+from semcolor.data.extract import safe_extract
+from semcolor.data.shard_settings import ShardSettings
+from semcolor.data.shards import convert_source
+from semcolor.data.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 
 
 def build_world_shards(root: Path, num_train: int = 24, num_val: int = 8, image_size: int = 64, seed: int = 0,

@@ -3,7 +3,7 @@
 One flow run covers all requested sources: a ``download-archive`` task per archive (retried with backoff:
 network failures resume from the ``.part`` file), then an ``extract-source`` task per source once its
 archives are verified. A source class with ``generated = True`` (the synthetic world) has its archive
-written by ``semcolor.sources.synthetic.write_world_archive`` instead of downloaded, and is extracted like
+written by ``semcolor.data.sources.synthetic.write_world_archive`` instead of downloaded, and is extracted like
 any other, through the same safe extraction.
 
 Layout: ``<raw_dir>/<source>/<archive file name>`` (plus ``<file>.verified.json`` digest caches) and
@@ -27,10 +27,10 @@ from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
 from semcolor.config import load_config
-from semcolor.download import ChecksumError, download
-from semcolor.extract import install_file, is_extracted, safe_extract
-from semcolor.sources import source_class
-from semcolor.sources.base import Archive
+from semcolor.data.download import ChecksumError, download
+from semcolor.data.extract import install_file, is_extracted, safe_extract
+from semcolor.data.sources import source_class
+from semcolor.data.sources.base import Archive
 
 RETRY_DELAYS_SECONDS = (2.0, 10.0, 30.0)  # backoff between the 3 retries of a failed download
 SYNTHETIC_ARCHIVE = "semantic_world.tar"  # unless the generated source class names its archive_filename
@@ -84,7 +84,7 @@ def generate_archive(
     Always regenerated: the bytes are deterministic for a config, so an unchanged world keeps its sha256
     and its extraction is skipped, while a changed generator can never be hidden behind an old archive."""
     # Imported here: only this task needs the generator, and the other sources' runs should not pay for it.
-    from semcolor.sources.synthetic import WorldConfig, write_world_archive
+    from semcolor.data.sources.synthetic import WorldConfig, write_world_archive
 
     config = load_config(WorldConfig, synthetic, where=f"sources.{source}")
     path = Path(raw_dir) / source / getattr(source_class(source), "archive_filename", SYNTHETIC_ARCHIVE)
@@ -136,7 +136,7 @@ def download_sources(
     progress: bool = True,
     source_options: dict[str, dict[str, Any]] | None = None,
 ) -> dict[str, str]:
-    """Download, verify and extract ``sources`` (names from ``semcolor.sources.SOURCES``).
+    """Download, verify and extract ``sources`` (names from ``semcolor.data.sources.SOURCES``).
 
     ``synthetic``: keyword arguments of ``WorldConfig`` for a generated source. ``source_options``:
     per-source options (params.yaml ``sources.<name>``); they decide extra archives, e.g. COCO-stuff 164k

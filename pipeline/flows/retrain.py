@@ -13,7 +13,7 @@ Steps (each a task; a failing step fails the flow with the step's command output
    ``semcolor.metric.<metric>``, so it can be compared again once the version is champion.
 4. ``dvc-push``     ``dvc push`` when a default remote exists (retried).
 5. ``compare-and-promote``  the challenger version gets alias ``challenger``; ``champion`` moves to it
-   (through ``semcolor.registry.promote``, which records ``previous_champion``) when there is no champion
+   (through ``semcolor.tracking.registry.promote``, which records ``previous_champion``) when there is no champion
    yet, or when the challenger is better by more than ``margin``. It runs last so that any earlier
    failure - push included - leaves the aliases as they were: a promoted model's data is on the remote.
 6. A Markdown artifact ``retrain-comparison`` with the table (metric, champion, challenger, decision).
@@ -51,7 +51,7 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 # model version tag holding the metric measured when it was challenger (semcolor.metric.<metric>)
-from semcolor.registry import DEFAULT_MODEL, METRIC_TAG_PREFIX
+from semcolor.tracking.registry import DEFAULT_MODEL, METRIC_TAG_PREFIX
 
 DEFAULT_METRIC = "palette_accuracy"
 DEFAULT_CRON = "0 3 * * 0"  # Sundays 03:00 (the server's timezone, UTC unless configured)
@@ -98,8 +98,8 @@ class Decision:
 
 def metrics_key(model_name: str) -> str:
     """``semcolor-<family>-<variant>`` -> ``<family>_<variant>``, the key of that model in evaluate.json
-    (``semcolor-psc-seg-only`` -> ``psc_seg_only``; see ``semcolor.registry.model_key``)."""
-    from semcolor.registry import model_key
+    (``semcolor-psc-seg-only`` -> ``psc_seg_only``; see ``semcolor.tracking.registry.model_key``)."""
+    from semcolor.tracking.registry import model_key
 
     try:
         return model_key(model_name)
@@ -328,8 +328,8 @@ def _champion_value(client: Any, name: str, version: str, metric: str) -> float 
 def promote_if_better(challenger: Challenger, client: Any, higher_is_better: bool = True,
                       margin: float = 0.0) -> Decision:
     """The promotion rule: alias ``challenger`` -> the new version; ``champion`` -> it too when ``decide``
-    says so (no champion yet, or better by more than ``margin``), through ``semcolor.registry.promote``."""
-    from semcolor import registry
+    says so (no champion yet, or better by more than ``margin``), through ``semcolor.tracking.registry.promote``."""
+    from semcolor.tracking import registry
 
     champion = registry.get_by_alias(challenger.name, registry.CHAMPION, client)
     champion_version = None if champion is None else str(champion.version)

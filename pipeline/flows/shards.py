@@ -5,7 +5,7 @@
 The work is cut into chunks of items; each chunk is one ``convert-chunk`` task run that loads, resizes and
 encodes its samples and returns them. The flow consumes the chunk results in key order (a bounded number
 in flight) and writes the shards and the manifest itself, so the bytes do not depend on the task runner
-or on how many workers it has (semcolor.shards explains the format and the skip policy).
+or on how many workers it has (semcolor.data.shards explains the format and the skip policy).
 
 Where the tasks run:
 - by default, a local pool of worker processes (Prefect's ProcessPoolTaskRunner);
@@ -26,15 +26,15 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
-from semcolor.shard_settings import ShardSettings
-from semcolor.shards import ConvertedSample, Skipped, SubmitChunk, convert_items, convert_source
-from semcolor.sources import get_source
-from semcolor.sources.base import Item, Source
+from semcolor.data.shard_settings import ShardSettings
+from semcolor.data.shards import ConvertedSample, Skipped, SubmitChunk, convert_items, convert_source
+from semcolor.data.sources import get_source
+from semcolor.data.sources.base import Item, Source
 
 
 @task(name="convert-chunk", cache_policy=NO_CACHE, persist_result=False)
 def convert_chunk(source: Source, items: Sequence[Item], size: int) -> list[ConvertedSample | Skipped]:
-    """Load and encode one chunk of items at ``size`` x ``size`` pixels (semcolor.shards.convert_items)."""
+    """Load and encode one chunk of items at ``size`` x ``size`` pixels (semcolor.data.shards.convert_items)."""
     return convert_items(source, items, size)
 
 

@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as error:
         print(f"params.yaml: {error}", file=sys.stderr)
         return 2
-    from semcolor.quantized_ab import write_bin_statistics
+    from semcolor.data.quantized_ab import write_bin_statistics
 
     path = write_bin_statistics(shards, config.out, config.split, config.max_samples, sigma=config.sigma,
                                 lam=config.lam)

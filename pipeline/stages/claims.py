@@ -4,7 +4,7 @@
 
 Reads metrics/evaluate.json (the default stages, seed ``train_psc.train.seed``) and, for each of
 ``claims.extra_seeds``, metrics/seeds/<seed>/evaluate.json (stages train_*_seed@<seed>-* and
-evaluate_seed@<seed>, run by `make claims`); calls ``semcolor.claims.evaluate_claims``; writes
+evaluate_seed@<seed>, run by `make claims`); calls ``semcolor.evaluation.claims.evaluate_claims``; writes
 metrics/claims.json (one entry per claim a-f) and metrics/headline.json (the small file `dvc metrics show`
 prints).
 """
@@ -19,7 +19,7 @@ from pathlib import Path
 
 from pipeline.params import load_section, read_params, section
 from semcolor.atomic import write_json_atomic
-from semcolor.claims import evaluate_claims, headline
+from semcolor.evaluation.claims import evaluate_claims, headline
 from semcolor.config import ConfigError
 
 DEFAULT_EVALUATION = Path("metrics/evaluate.json")

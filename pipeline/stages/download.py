@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> int:
         synthetic = None
         options = {} if args.source == "synthetic" else dict(section(params, f"sources.{args.source}") or {})
         if args.source == "synthetic":
-            from semcolor.sources.synthetic import WorldConfig
+            from semcolor.data.sources.synthetic import WorldConfig
 
             world = load_config(WorldConfig, section(params, "sources.synthetic"), "sources.synthetic")
             synthetic = config_to_dict(world)

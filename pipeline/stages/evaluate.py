@@ -6,7 +6,7 @@
 
 ``--shards DIR``: the validation and train shards (default ``<data.shards_dir>/<evaluate.source>/<size>``).
 
-The measuring is ``semcolor.evaluation_suite.evaluate_models``; this stage loads the params section
+The measuring is ``semcolor.evaluation.suite.evaluate_models``; this stage loads the params section
 `evaluate`, the validation shards, the train split's statistics (for the baselines) and the checkpoints,
 calls it, and writes metrics/evaluate.json (``models.<model>.<metric>``, ``baselines``, ``details``), the
 image grids under reports/figures/ (default seed only) and MLflow runs: one for the stage and, for the
@@ -27,13 +27,13 @@ from PIL import Image
 
 from pipeline import tracking
 from pipeline.params import load_section, shard_dir as default_shard_dir
-from semcolor import baselines as bl
-from semcolor import evaluation as ev
-from semcolor import tracking_tags as tt
+from semcolor.evaluation import baselines as bl
+from semcolor.evaluation import measures as ev
+from semcolor.tracking import tags as tt
 from semcolor.atomic import write_json_atomic, write_text_atomic
 from semcolor.config import ConfigError, config_to_dict
-from semcolor.evaluation_suite import EvaluateConfig, World, evaluate_models
-from semcolor.loader import LoaderConfig, ShardBatches, read_manifest
+from semcolor.evaluation.suite import EvaluateConfig, World, evaluate_models
+from semcolor.data.loader import LoaderConfig, ShardBatches, read_manifest
 from semcolor.training.checkpoint import load_checkpoint, model_from_checkpoint
 
 FIGURES_DIR = Path("reports/figures")
@@ -62,7 +62,7 @@ def load_eval_set(shard_dir: Path, max_images: int) -> ev.EvalSet:
 
 
 def _shard_metadata(shard_dir: Path, keys: set[str]) -> dict[str, dict[str, Any]]:
-    from semcolor.shards import read_shard_samples
+    from semcolor.data.shards import read_shard_samples
 
     found: dict[str, dict[str, Any]] = {}
     for shard in read_manifest(shard_dir)["splits"]["val"]["shards"]:
@@ -84,7 +84,7 @@ def world_of(manifest: dict[str, Any]) -> World | None:
     spec = manifest.get("source_description", {}).get("world_spec")
     if not spec:
         return None
-    from semcolor.sources.synthetic import gray_alike_pairs_of, palette_of
+    from semcolor.data.sources.synthetic import gray_alike_pairs_of, palette_of
 
     return World(palette_of(spec), tuple(gray_alike_pairs_of(spec)))
 

@@ -43,10 +43,10 @@ from pipeline import tracking, tracking_health
 from pipeline.params import read_params, section
 from pipeline.params import shard_dir as default_shard_dir
 from pipeline.stage_main import stage_main
-from semcolor import tracking_tags as tt
+from semcolor.tracking import tags as tt
 from semcolor.atomic import copy_file_atomic, write_json_atomic, write_text_atomic
 from semcolor.config import ConfigError, config_to_dict, load_config, relocate_keys
-from semcolor.loader import LoaderConfig, ShardBatches, read_manifest
+from semcolor.data.loader import LoaderConfig, ShardBatches, read_manifest
 from semcolor.models import create_model
 from semcolor.training.checkpoint import load_checkpoint
 from semcolor.training.distributed import cleanup_distributed, init_distributed, resolve_device
@@ -122,7 +122,7 @@ def load_stage_config(family: str, variant: str, params_path: str | Path = "para
         chosen = dataclasses.replace(chosen, segmenter=seeded_path(chosen.segmenter, seed))
     model_config = {**stage.model, **chosen.config}
     if stage.class_weights_from is not None:
-        from semcolor.quantized_ab import read_bin_statistics
+        from semcolor.data.quantized_ab import read_bin_statistics
 
         model_config["class_weights"] = [float(w) for w in read_bin_statistics(stage.class_weights_from)["weights"]]
     return stage, chosen, model_config

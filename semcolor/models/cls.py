@@ -2,7 +2,7 @@
 
 The third model family (``shared/seeds/003_*``), on the recipe it builds on (Zhang et al. 2016): an
 encoder-decoder on the gray image predicts, per output pixel, a distribution over the 313 in-gamut ab bins
-(``semcolor.quantized_ab``); the loss is the class-rebalanced cross-entropy against soft-encoded targets
+(``semcolor.data.quantized_ab``); the loss is the class-rebalanced cross-entropy against soft-encoded targets
 (5 nearest bins, Gaussian sigma 5); colors are decoded by the annealed mean (T = 0.38). Semantic guidance:
 a segmentation head trained jointly on the same features (``semantic="head"``), the semantic map as input
 (``"input"``), or both. Adversarial training (``gan=True``): a conditional PatchGAN on (L, ab) with spectral
@@ -44,11 +44,11 @@ import torch.nn.functional as F
 
 from semcolor.config import load_config
 from semcolor.models import register_model
-from semcolor.sources.base import IGNORE_INDEX
+from semcolor.data.sources.base import IGNORE_INDEX
 from semcolor.models.interface import ColorizationModel, Segmenter, eval_mode, pad_to_multiple
 from semcolor.models.interface import working_shape as _working_shape
 from semcolor.models.sdc import DecoderLayer, EncoderLayer, SdcConfig, SemanticMapInput
-from semcolor.quantized_ab import (
+from semcolor.data.quantized_ab import (
     ANNEALED_MEAN_TEMPERATURE,
     GRID,
     NUM_BINS,

@@ -43,7 +43,7 @@ import torch.nn.functional as F
 from semcolor.config import load_config
 from semcolor.models import register_model
 from semcolor.models.interface import eval_mode, pad_to_multiple
-from semcolor.sources.base import IGNORE_INDEX
+from semcolor.data.sources.base import IGNORE_INDEX
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,7 @@ import torch
 import torch.nn.functional as F
 
 from semcolor.scaling import upsample_ab  # noqa: F401  (part of this module's resizing helpers)
-from semcolor.sources.base import IGNORE_INDEX
+from semcolor.data.sources.base import IGNORE_INDEX
 
 
 

@@ -85,7 +85,7 @@ from semcolor.models.interface import (
 from semcolor.models.interface import working_shape as _working_shape
 from semcolor.models.weight_norm import data_dependent_init, wn_conv2d
 from semcolor.scaling import AB_SCALE, unit_to_lab, upsample_ab
-from semcolor.sources.base import IGNORE_INDEX
+from semcolor.data.sources.base import IGNORE_INDEX
 DOWNSAMPLE = 4  # the model's a/b resolution is 1/4 of the input's (two stride-2 convolutions)
 WORKING_SIZE = 128  # the paper's training size: the long side a photo is resized to for inference
 SAMPLE_GROUP = 12  # images per sampling call when a model's sample() takes no per-image seeds

@@ -80,7 +80,7 @@ from semcolor.models import register_model
 from semcolor.models.gridnet import check_class_map
 from semcolor.models.interface import ColorizationModel, Segmenter, pad_to_multiple
 from semcolor.models.interface import working_shape as _working_shape
-from semcolor.sources.base import IGNORE_INDEX
+from semcolor.data.sources.base import IGNORE_INDEX
 
 ENCODER_CHANNELS = (32, 64, 128, 256, 512, 512)  # release widths; layer 1 at stride 1, the rest stride 2
 SIZE_MULTIPLE = 2 ** (len(ENCODER_CHANNELS) - 1)  # 32

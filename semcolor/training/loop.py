@@ -9,7 +9,7 @@ gradient clipping, a guard against non-finite losses, bf16 autocast on CUDA, opt
 DDP when started by torchrun, atomic checkpoints, exact resume, a progress bar, and a logging callback
 that only rank 0 calls.
 
-Exact resume: batches are a pure function of (seed, epoch) (semcolor.loader), the checkpoint holds the
+Exact resume: batches are a pure function of (seed, epoch) (semcolor.data.loader), the checkpoint holds the
 optimizer, EMA and RNG states, and resuming at step s replays epoch s // steps_per_epoch from its
 (s % steps_per_epoch)-th batch. On CPU a resumed run therefore ends with the same weights as an
 uninterrupted one. The checkpoint also holds every row logged so far (``TrainResult.history``), so a

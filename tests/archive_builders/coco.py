@@ -163,7 +163,7 @@ def build_coco_stuff10k_zip(
 
 
 def _cocostuff_label_lines() -> list[str]:
-    from semcolor.sources.class_lists import read_class_list
+    from semcolor.data.sources.class_lists import read_class_list
 
     return [f"{i}: {name}" for i, name in read_class_list("cocostuff-labels.txt").items()]
 

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from semcolor.sources.class_lists import read_class_list
+from semcolor.data.sources.class_lists import read_class_list
 from tests.archive_builders import encode_jpeg, write_tar
 from tests.archive_builders.coco import corrupt_jpeg, encode_mat, fixture_image, fixture_rng
 

@@ -1,0 +1,2 @@
+"""What users run: the ``semcolor`` CLI, inference on photos, photo I/O, the class colours, and the
+semantic editor."""
