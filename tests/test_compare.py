@@ -1,5 +1,6 @@
-"""semcolor.tracking.compare against the default SQLite store: runs logged as the stages log them, filtered, sorted,
-formatted, and a grid of validation images colorized by registered models."""
+"""semcolor compare (semcolor.tracking.compare, runs, run_table, comparison_grid) against the default SQLite
+store: runs logged as the stages log them, filtered, sorted, formatted, and a grid of validation images
+colorized by registered models."""
 
 from __future__ import annotations
 
@@ -12,23 +13,18 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from semcolor.tracking import compare
 from semcolor.color import decode_lab8, lab_to_rgb8, rgb8_to_lab, rgb8_to_lab8
-from semcolor.tracking.compare import (
-    LABEL_HEIGHT,
+from semcolor.tracking import compare, run_table, runs as tracked_runs
+from semcolor.tracking.comparison_grid import LABEL_HEIGHT, GridModel, comparison_grid, grid_models
+from semcolor.tracking.run_table import (
     ComparisonTable,
-    GridModel,
-    ModelSelector,
-    RunSummary,
     build_table,
-    comparison_grid,
     format_table,
-    grid_models,
     higher_is_better,
     key_params,
-    search_runs,
     sort_runs,
 )
+from semcolor.tracking.runs import ModelSelector, RunSummary, search_runs
 from semcolor.data.shards import (
     ConvertedSample,
     SplitResult,
@@ -214,11 +210,11 @@ def test_sorting_by_metric_best_first_missing_last(use_store: dict) -> None:
 
 
 def test_stage_groups() -> None:
-    assert compare.stage_matches("evaluate/psc_full", "evaluate")
+    assert tracked_runs.stage_matches("evaluate/psc_full", "evaluate")
     for group in ("train", "train_sdc", "train_sdc@no_in"):
-        assert compare.stage_matches("train_sdc@no_in", group)
-    assert not compare.stage_matches("train_sdc@no_in", "train_s")
-    assert not compare.stage_matches("evaluated", "evaluate")
+        assert tracked_runs.stage_matches("train_sdc@no_in", group)
+    assert not tracked_runs.stage_matches("train_sdc@no_in", "train_s")
+    assert not tracked_runs.stage_matches("evaluated", "evaluate")
 
 
 def test_direction_of_metrics() -> None:
@@ -267,17 +263,17 @@ def test_default_metric_columns_are_the_headline_ones() -> None:
     runs = [RunSummary("a", "e", "evaluate/psc_full", "psc", "full", "d",
                        metrics={"psnr": 20.0, "ssim": 0.8, "palette_accuracy": 0.5, "auc_ab": 0.9}),
             RunSummary("b", "e", "evaluate/gridnet_gray", "gridnet", "gray", "d", metrics={"seg_miou": 0.4})]
-    assert compare.metric_columns(runs) == ["palette_accuracy", "psnr", "seg_miou"]
-    assert compare.metric_columns(runs, sort_metric="ssim") == ["ssim", "palette_accuracy", "psnr",
+    assert run_table.metric_columns(runs) == ["palette_accuracy", "psnr", "seg_miou"]
+    assert run_table.metric_columns(runs, sort_metric="ssim") == ["ssim", "palette_accuracy", "psnr",
                                                                 "seg_miou"]
-    assert compare.metric_columns(runs, ["all"]) == ["auc_ab", "palette_accuracy", "psnr", "seg_miou",
+    assert run_table.metric_columns(runs, ["all"]) == ["auc_ab", "palette_accuracy", "psnr", "seg_miou",
                                                      "ssim"]
 
 
 def test_runs_group_by_kind_evaluation_first() -> None:
     runs = [RunSummary(i, "e", stage, "psc", "full", "d") for i, stage in
             [("1", "train_psc@full"), ("2", "evaluate/psc_full"), ("3", "ab_bins"), ("4", "train_sdc@paper")]]
-    groups = compare.group_by_kind(runs)
+    groups = run_table.group_by_kind(runs)
     assert list(groups) == ["evaluate", "train", "other"]
     assert [run.run_id for run in groups["train"]] == ["1", "4"]
 
@@ -310,7 +306,7 @@ def test_markdown_and_text_shapes() -> None:
     assert text[2].split() == [
         "aaaaaaaa", "semcolor", "evaluate", "psc", "full", "voc|2012", "0.001", "21.12"]
     assert text[0].index("psnr") + len("psnr") == len(text[2])  # numbers right-aligned
-    assert compare.short_headers(["params.loss", "metrics.loss"]) == ["params.loss", "metrics.loss"]
+    assert run_table.short_headers(["params.loss", "metrics.loss"]) == ["params.loss", "metrics.loss"]
     with pytest.raises(ValueError, match="table, markdown, csv"):
         format_table(ComparisonTable((), ()), "html")
 
