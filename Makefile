@@ -1,4 +1,4 @@
-# The two commands of the README's quick start: `make demo` and `make test`.
+# The two commands of the README's quick start: `make demo` and `make test` (`make test-fast`: the inner loop).
 # Both create .venv when missing and install the pinned set (constraints.txt) first.
 
 PYTHON ?= python3
@@ -19,7 +19,7 @@ export PYTHONUNBUFFERED := 1
 # dvc.yaml commands say `python`: make it the project's interpreter
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: install demo claims test bench clean-venv
+.PHONY: install demo claims test test-fast bench clean-venv
 
 install: $(STAMP)
 
@@ -44,8 +44,14 @@ claims: install
 	$(BIN)/python -m pipeline.prefect_server -- $(BIN)/dvc exp run -S 'claims.extra_seeds=$(CLAIM_SEEDS)'
 	@echo "claims over seeds 0 + $(CLAIM_SEEDS): metrics/claims.json   report: reports/report.md"
 
+# the whole offline suite, slow and server tests included (CI: .ci/run); the 25 slowest tests are listed
 test: install
-	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+
+# the inner loop: the tests not marked slow or server (pure library tests, a few minutes). The marker rule
+# (pyproject.toml): a test whose call takes over 5 s here is marked slow; the suite lists any that is not.
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not server" --durations=10 $(PYTEST_ARGS)
 
 bench: install
 	for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

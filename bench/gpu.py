@@ -113,6 +113,7 @@ def train_rate(name: str, config: dict, crop: int, batch: int, steps: int, devic
 def loader_rates(workers: list[int], batches: int, device: torch.device, smoke: bool) -> dict[str, float]:
     from semcolor.extract import safe_extract
     from semcolor.loader import LoaderConfig, ShardBatches
+    from semcolor.shard_settings import ShardSettings
     from semcolor.shards import convert_source
     from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 
@@ -123,7 +124,7 @@ def loader_rates(workers: list[int], batches: int, device: torch.device, smoke: 
         archive = write_world_archive(world, root / "world.tar", progress=False)
         source = Synthetic(safe_extract(archive, root / "extracted", progress=False))
         for recipe, (size, crop) in RECIPES.items():
-            shard_dir = convert_source(source, root / recipe, size, samples_per_shard=64,
+            shard_dir = convert_source(source, root / recipe, size, settings=ShardSettings(samples_per_shard=64),
                                        workers=min(8, os.cpu_count() or 1), progress=False).parent
             batch = 4 if smoke else 32 if recipe == "128" else 16
             for count in workers:

@@ -53,6 +53,7 @@ from semcolor.extract import safe_extract  # noqa: E402
 from semcolor.loader import LoaderConfig, ShardBatches  # noqa: E402
 from semcolor.models import create_model  # noqa: E402
 from semcolor.loader import shard_paths  # noqa: E402
+from semcolor.shard_settings import ShardSettings  # noqa: E402
 from semcolor.shards import convert_source, decode_npy, decode_png, encode_npy, encode_png, read_shard_samples  # noqa: E402
 from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive  # noqa: E402
 
@@ -190,7 +191,7 @@ def main() -> int:
         source = Synthetic(safe_extract(archive, root / "extracted", progress=False))
         for name, (size, crop, batch) in RECIPES.items():
             stored = 360 if size == 352 else size
-            shard_dir = convert_source(source, root / "shards" / name, size, samples_per_shard=32, workers=2,
+            shard_dir = convert_source(source, root / "shards" / name, size, settings=ShardSettings(samples_per_shard=32), workers=2,
                                        progress=False).parent
 
             def shards(workers: int) -> ShardBatches:

@@ -25,7 +25,7 @@ import time
 import torch
 
 from semcolor.models import create_model
-from semcolor.models import pixelcnn_sampling
+from semcolor.models import pixelcnn
 from semcolor.models.psc import downsample_L
 
 SIZE = 128  # input side in pixels; the a/b image is SIZE / 4
@@ -67,11 +67,11 @@ def measure(width: float, batch: int, variant: str, seed: int, naive_budget_s: f
         cond = model.generator_condition(embedding, seg_logits)
         L_quarter = downsample_L(L) if config.condition_on_L else None
         # best of `rounds`: the machine is shared, and the fastest run is the least disturbed one
-        cached_runs = [_timed(lambda: run(pixelcnn_sampling.sample_cached)) for _ in range(rounds)]
+        cached_runs = [_timed(lambda: run(pixelcnn.sample_cached)) for _ in range(rounds)]
         cached_s, cached_cpu_s = _best(cached_runs)
         cached = cached_runs[0][2]
         # every naive step is the same full pass of g, so one row's time x rows is the image's time
-        one_row = lambda: run(pixelcnn_sampling.sample_naive, max_pixels=row)  # noqa: E731
+        one_row = lambda: run(pixelcnn.sample_naive, max_pixels=row)  # noqa: E731
         row_runs = [_timed(one_row)]
         more_rounds = max(0, min(rounds, int(naive_budget_s / row_runs[0][0])) - 1)
         row_runs += [_timed(one_row) for _ in range(more_rounds)]
@@ -79,7 +79,7 @@ def measure(width: float, batch: int, variant: str, seed: int, naive_budget_s: f
         naive_s, naive_cpu_s = row_s * pixels / row, row_cpu_s * pixels / row
         naive_full_s, identical = None, None
         if naive_s <= naive_budget_s:  # affordable: run the whole image and compare the samples
-            naive_full_s, _, naive = _timed(lambda: run(pixelcnn_sampling.sample_naive))
+            naive_full_s, _, naive = _timed(lambda: run(pixelcnn.sample_naive))
             identical = bool(torch.equal(naive, cached))
     return {
         "width": width,

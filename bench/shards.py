@@ -52,7 +52,7 @@ from semcolor.shards import (
     process_pool,
     resize_sample,
 )
-from semcolor.sources._labels import invalid_label_values, read_palette_indices, read_rgb_image_resized, resize_label
+from semcolor.sources.labels import invalid_label_values, read_palette_indices, read_rgb_image_resized, resize_label
 from semcolor.sources import get_source
 from semcolor.sources.base import Item, Source
 

@@ -13,6 +13,7 @@ from typing import Any, Literal, TypeVar
 import yaml
 
 from semcolor.config import ConfigError, load_config
+from semcolor.shard_settings import ShardSettings
 
 T = TypeVar("T")
 DEFAULT_PARAMS = Path("params.yaml")
@@ -65,6 +66,13 @@ class DataConfig:
                 raise ValueError(f"sizes: {size} is not a shard size; use 128 and/or 352")
 
 
+def shard_dir(source: str, size: int, path: str | Path = DEFAULT_PARAMS) -> Path:
+    """``<data.shards_dir>/<source>/<size>``: where the shards stage writes a source's shards (the default of
+    the stages that read them when dvc.yaml does not pass ``--shards``)."""
+    data = load_config(DataConfig, read_params(path).get("data") or {}, "data")  # no section: the defaults
+    return Path(data.shards_dir) / source / str(size)
+
+
 @dataclass(frozen=True)
 class DownloadConfig:
     """params.yaml `download`: where archives come from, how hard to try, where first-seen checksums go."""
@@ -80,18 +88,20 @@ class DownloadConfig:
 
 @dataclass(frozen=True)
 class ShardsConfig:
-    """params.yaml `shards`: conversion of extracted sources into Lab WebDataset shards."""
+    """params.yaml `shards`: conversion of extracted sources into Lab WebDataset shards. The writing
+    settings are ``semcolor.shards.ShardSettings`` (its defaults and checks); ``settings`` hands them on."""
 
-    samples_per_shard: int = 256
+    samples_per_shard: int = ShardSettings.samples_per_shard
     workers: int = 2  # processes on this machine (ignored when dask_address is set)
-    on_error: Literal["skip", "raise"] = "skip"
-    max_skipped_fraction: float = 0.01  # above this share of skipped inputs, conversion fails
+    on_error: Literal["skip", "raise"] = ShardSettings.on_error
+    max_skipped_fraction: float = ShardSettings.max_skipped_fraction  # above this skipped share: fail
     dask_address: str | None = None  # e.g. tcp://scheduler:8786 to run on a Dask cluster
 
     def __post_init__(self):
-        if self.samples_per_shard < 1:
-            raise ValueError(f"samples_per_shard must be >= 1, got {self.samples_per_shard}")
+        self.settings  # noqa: B018  (validates the writing settings, with their own messages)
         if self.workers < 1:
             raise ValueError(f"workers must be >= 1, got {self.workers}")
-        if not 0.0 <= self.max_skipped_fraction <= 1.0:
-            raise ValueError(f"max_skipped_fraction must be in [0, 1], got {self.max_skipped_fraction}")
+
+    @property
+    def settings(self) -> ShardSettings:
+        return ShardSettings(self.samples_per_shard, self.on_error, self.max_skipped_fraction)

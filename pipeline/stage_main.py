@@ -16,15 +16,19 @@ import sys
 import threading
 from collections.abc import Callable
 
-from pipeline.tracking_health import StageTerminated, TrackingUnavailable, _raise_terminated
+from pipeline.tracking_health import StageTerminated, TrackingUnavailable, raise_terminated
 from semcolor.config import ConfigError
-from semcolor.download import DownloadError
-from semcolor.extract import UnsafeArchiveError
-from semcolor.inference import ModelReferenceError
-from semcolor.shard_integrity import ShardIntegrityError
-from semcolor.shards import TooManySkippedError
-from semcolor.training.checkpoint import CheckpointError
-from semcolor.training.loop import NonFiniteLossError
+# from semcolor.errors, not the modules that raise them: a stage's code is what it imports (its dvc.yaml
+# deps), and reporting an error must not make the download stage depend on the models
+from semcolor.errors import (
+    CheckpointError,
+    DownloadError,
+    ModelReferenceError,
+    NonFiniteLossError,
+    ShardIntegrityError,
+    TooManySkippedError,
+    UnsafeArchiveError,
+)
 
 # errors whose message already names the file, key or step at fault and says what to do
 USER_ERRORS: tuple[type[BaseException], ...] = (
@@ -39,7 +43,7 @@ def one_line(error: BaseException) -> str:
 def stage_main(main: Callable[[], int], name: str) -> int:
     """Run a stage's ``main()`` and turn user errors and interrupts into one line and an exit status."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGTERM, _raise_terminated)  # SIGTERM unwinds like Ctrl-C: nothing half-done
+        signal.signal(signal.SIGTERM, raise_terminated)  # SIGTERM unwinds like Ctrl-C: nothing half-done
     try:
         return int(main() or 0)
     except ConfigError as error:

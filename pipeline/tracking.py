@@ -22,6 +22,8 @@ import numpy as np
 import yaml
 
 from pipeline import tracking_health
+from semcolor import hashing
+from semcolor import tracking_tags as tt
 
 EXPERIMENT = os.environ.get("SEMCOLOR_EXPERIMENT", "semcolor")
 
@@ -56,8 +58,8 @@ def dvc_lock_inputs_hash(stage: str, lock_path: str | Path = "dvc.lock") -> str:
 
 
 def file_sha256(path: str | Path) -> str:
-    path = Path(path)
-    return hashlib.sha256(path.read_bytes()).hexdigest() if path.is_file() else ""
+    """The sha256 of a manifest for a tag; "" when there is none (a tag never fails a run)."""
+    return hashing.file_sha256(path) if Path(path).is_file() else ""
 
 
 def flatten(mapping: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
@@ -76,7 +78,7 @@ EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 CLASSIC_ML_KIND = "custom_model_development"  # the MLflow UI's "machine learning" (not GenAI) experiment view
 PARENT_RUN_ENV = "SEMCOLOR_PARENT_RUN_ID"  # nest the stages under this run instead of the dvc one
 PIPELINE_STAGE = "pipeline"  # semcolor.stage of the parent run of one `dvc repro` / `dvc exp run`
-TAG_PIPELINE_KEY = "semcolor.pipeline_key"
+TAG_PIPELINE_KEY = tt.TAG_PIPELINE_KEY
 LONG_PARAM_CHARS = 250  # a param value longer than this goes to config.json (MLflow truncates at 6000)
 QUIET_LOGGERS = ("mlflow",)  # INFO chatter (experiment creation, system-metrics start/stop) stays out of stage logs
 
@@ -156,7 +158,7 @@ def pipeline_parent_run(experiment_id: str) -> str | None:
     if found:
         return found[0].info.run_id
     run = client.create_run(experiment_id, run_name=command, tags={
-        "semcolor.stage": PIPELINE_STAGE, TAG_PIPELINE_KEY: key, "semcolor.command": command,
+        tt.TAG_STAGE: PIPELINE_STAGE, TAG_PIPELINE_KEY: key, tt.TAG_COMMAND: command,
         "mlflow.source.git.commit": git_commit(), "mlflow.note.content":
             f"One `{command}`: every stage it ran is a nested run."})
     return run.info.run_id
@@ -233,10 +235,10 @@ def stage_run(stage: str, config: Mapping[str, Any], *, manifest: str | Path | N
     own_parent = parent if parent_run_id is None else None
     run_tags = {
         **tracking_health.process_tags(),
-        "semcolor.stage": stage,
+        tt.TAG_STAGE: stage,
         "mlflow.source.git.commit": git_commit(),
-        "semcolor.dvc_lock_inputs": dvc_lock_inputs_hash(stage),
-        "semcolor.manifest_sha256": file_sha256(manifest) if manifest else "",
+        tt.TAG_DVC_LOCK_INPUTS: dvc_lock_inputs_hash(stage),
+        tt.TAG_MANIFEST_SHA256: file_sha256(manifest) if manifest else "",
         **(tags or {}),
     }
     _mark_parent(own_parent, "RUNNING")
@@ -281,10 +283,10 @@ def version_tags(stage: str, dataset: str, manifest_sha256: str, steps: int,
                  losses: Mapping[str, float]) -> dict[str, str]:
     """Tags of a registered version: what produced it (stage, git commit, data version) and its training
     figures; ``pipeline.champions`` adds the evaluation's headline metrics."""
-    tags = {"semcolor.stage": stage, "semcolor.dataset": dataset, "semcolor.data_version": manifest_sha256,
-            "semcolor.git_commit": git_commit(), "semcolor.dvc_lock_inputs": dvc_lock_inputs_hash(stage),
-            "semcolor.train.steps": str(steps),
-            **{f"semcolor.train.final_{k}": f"{v:.6g}" for k, v in losses.items() if np.isfinite(v)}}
+    tags = {tt.TAG_STAGE: stage, tt.TAG_DATASET: dataset, tt.TAG_DATA_VERSION: manifest_sha256,
+            tt.TAG_GIT_COMMIT: git_commit(), tt.TAG_DVC_LOCK_INPUTS: dvc_lock_inputs_hash(stage),
+            f"{tt.TRAIN_PREFIX}steps": str(steps),
+            **{f"{tt.TRAIN_PREFIX}final_{k}": f"{v:.6g}" for k, v in losses.items() if np.isfinite(v)}}
     return {key: value for key, value in tags.items() if value}  # no empty tags (a first run has no lock entry)
 
 

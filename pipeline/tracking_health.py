@@ -20,8 +20,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from semcolor.tracking_server import TrackingUnavailable, check_reachable  # noqa: F401  (re-exported)
-
-TAG_HOST, TAG_PID, TAG_PID_START = "semcolor.host", "semcolor.pid", "semcolor.pid_start"
+from semcolor.tracking_tags import TAG_HOST, TAG_PID, TAG_PID_START, TAG_STAGE
 
 
 class StageTerminated(KeyboardInterrupt):
@@ -65,7 +64,7 @@ def end_stale_runs(experiment_name: str, stage: str) -> list[str]:
     host = socket.gethostname()
     stage_filter = stage.replace("'", "\\'")
     runs = client.search_runs([experiment.experiment_id], max_results=200,
-                              filter_string=f"tags.`semcolor.stage` = '{stage_filter}' and "
+                              filter_string=f"tags.`{TAG_STAGE}` = '{stage_filter}' and "
                                             "attributes.status = 'RUNNING'")
     ended = []
     for run in runs:
@@ -84,7 +83,7 @@ def killed_on_interrupt() -> Iterator[None]:
     the run as KILLED before it propagates (MLflow itself would record FAILED)."""
     previous = None
     if threading.current_thread() is threading.main_thread():
-        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        previous = signal.signal(signal.SIGTERM, raise_terminated)
     try:
         yield
     except KeyboardInterrupt:
@@ -98,5 +97,5 @@ def killed_on_interrupt() -> Iterator[None]:
             signal.signal(signal.SIGTERM, previous)
 
 
-def _raise_terminated(signum: int, frame: Any) -> None:
+def raise_terminated(signum: int, frame: Any) -> None:
     raise StageTerminated(f"terminated by signal {signum}")

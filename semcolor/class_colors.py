@@ -19,6 +19,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from semcolor.color import lab_to_rgb8_keep_lightness
+
 WORLD_LIGHTNESS = 55.0  # the middle of the synthetic world's region lightness range (42..68)
 
 # word in a class name -> typical CIE Lab (L in [0, 100], a/b in Lab units); first matching word wins
@@ -49,8 +51,6 @@ class ClassColor:
 
 
 def _rgb(lab: Sequence[float]) -> tuple[int, int, int]:
-    from semcolor.inference import lab_to_rgb8_keep_lightness
-
     pixel = lab_to_rgb8_keep_lightness(np.array([[lab]], dtype=np.float64))[0, 0]
     return tuple(int(v) for v in pixel)
 

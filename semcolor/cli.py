@@ -19,9 +19,10 @@ import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from semcolor.registry import DEFAULT_MODEL as DEFAULT_REGISTERED_MODEL
+
 DEFAULT_DEVICE = "cpu"
 DEFAULT_OUT = Path("colorized")
-DEFAULT_REGISTERED_MODEL = "semcolor-sdc-paper"
 DEFAULT_CHECKPOINT = Path("models/sdc_paper.pt")
 DEFAULT_SEGMENTER = Path("models/gridnet_gray.pt")
 # what colorize writes beside a photo's stem: recognised so that --out = the input folder skips them

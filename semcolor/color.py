@@ -450,3 +450,41 @@ def lab_to_srgb_torch(lab: torch.Tensor, dim: int = -3) -> torch.Tensor:
         encoded = torch.where(c > threshold, power, 12.92 * c)
         channels.append(encoded.clamp(0.0, 1.0))
     return torch.stack(channels, dim=dim).to(lab.dtype)
+
+
+# -------------------------------------------------------------------- gamut mapping: Lab -> sRGB, L kept
+
+
+def lab_to_rgb8_keep_lightness(lab: np.ndarray, iterations: int = 8) -> np.ndarray:
+    """Lab (H, W, 3) float (L in [0, 100]) -> uint8 sRGB (H, W, 3) whose lightness is the input's L.
+
+    Out-of-gamut pixels (a linear R, G or B outside [0, 1]) get their (a, b) scaled by the largest factor in
+    [0, 1] that keeps them in gamut, found by bisection to 2**-iterations (1/256: < 0.5 a/b units); gray,
+    factor 0, is always in gamut. Hue and L stay, chroma shrinks; only 8-bit rounding then separates the
+    output's L from the input's (< 0.3 L units).
+    """
+    lab = np.asarray(lab, dtype=np.float64).copy()
+    flat = lab.reshape(-1, 3)
+    outside = np.flatnonzero(~in_srgb_gamut(flat))
+    if outside.size:
+        chosen = flat[outside]
+        low = np.zeros(outside.size)  # known in gamut
+        high = np.ones(outside.size)  # known outside
+        for _ in range(iterations):
+            middle = (low + high) / 2
+            inside = in_srgb_gamut(np.concatenate([chosen[:, :1], chosen[:, 1:] * middle[:, None]], axis=1))
+            low = np.where(inside, middle, low)
+            high = np.where(inside, high, middle)
+        flat[outside, 1:] = chosen[:, 1:] * low[:, None]
+    return lab_to_rgb8(lab)
+
+
+def in_srgb_gamut(lab: np.ndarray, slack: float = 1e-6) -> np.ndarray:
+    """(n, 3) Lab (L in [0, 100]) -> (n,) bool: its linear sRGB lies in [0, 1] (up to ``slack``)."""
+    fy = (lab[:, 0] + 16.0) / 116.0
+    x = _lab_f_inverse(lab[:, 1] / 500.0 + fy) * _WHITE_D65[0]
+    y = _lab_f_inverse(fy) * _WHITE_D65[1]
+    z = _lab_f_inverse(fy - lab[:, 2] / 200.0) * _WHITE_D65[2]
+    m = _RGB_FROM_XYZ  # explicit sums: a (n, 3) @ (3, 3) product is several times slower here
+    linear = np.stack([m[i, 0] * x + m[i, 1] * y + m[i, 2] * z for i in range(3)], axis=1)
+    return np.all((linear >= -slack) & (linear <= 1.0 + slack), axis=1)

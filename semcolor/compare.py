@@ -40,12 +40,8 @@ from typing import Any
 import numpy as np
 
 from semcolor.registry import CHAMPION, REGISTERED_PREFIX, registered_name
+from semcolor.tracking_tags import TAG_DATASET, TAG_FAMILY, TAG_MODEL_NAME, TAG_STAGE, TAG_VARIANT
 
-TAG_STAGE = "semcolor.stage"
-TAG_FAMILY = "semcolor.family"
-TAG_VARIANT = "semcolor.variant"
-TAG_DATASET = "semcolor.dataset"
-TAG_MODEL_NAME = "semcolor.model_name"
 
 FIXED_COLUMNS = ("run_id", "experiment", "stage", "family", "variant", "dataset")
 # shown whenever a listed run has them; the params that differ between the listed runs are added
@@ -536,12 +532,13 @@ def sample_tiles(colorizer: Any, images: ValidationImages, seed: int) -> list[np
     """One autoregressive PixelCNN sample per image (``psc_*`` models), as ``colorize_tiles`` tiles."""
     import torch
 
-    from semcolor.inference import _upsample_ab, lab_to_rgb8_keep_lightness
+    from semcolor.color import lab_to_rgb8_keep_lightness
+    from semcolor.scaling import upsample_ab
 
     L = images.L_unit.to(colorizer.device)
     with torch.inference_mode():
         samples = colorizer.model.sample(L, k=1, temperature=1.0, seed=seed)[:, 0].float()
-    ab = _upsample_ab(samples, tuple(L.shape[-2:])).clamp(-1.0, 1.0).cpu()
+    ab = upsample_ab(samples, tuple(L.shape[-2:])).clamp(-1.0, 1.0).cpu()
     return [lab_to_rgb8_keep_lightness(lab) for lab in lab_images(images.L_unit, ab)]
 
 

@@ -31,14 +31,13 @@ from typing import Any
 
 from tqdm import tqdm
 
+from semcolor.atomic import write_json_atomic
+from semcolor.errors import DownloadError
+
 USER_AGENT = "semcolor-download/0.1"
 DEFAULT_CHUNK_SIZE = 1 << 20  # bytes per read; 1 MiB keeps the progress bar smooth and syscalls few
 DEFAULT_TIMEOUT = 60.0  # seconds without any byte from the server before giving up on a connection
 _RECORD_LOCK = threading.Lock()  # download tasks of one source may run in threads and share a record
-
-
-class DownloadError(RuntimeError):
-    """A transfer failed or stopped early; the ``.part`` file is kept so the next attempt resumes."""
 
 
 class ChecksumError(DownloadError):
@@ -264,7 +263,7 @@ def _read_sidecar(path: Path, stat: os.stat_result) -> dict[str, str]:
 def _write_sidecar(path: Path, digests: Mapping[str, str]) -> None:
     stat = path.stat()
     data = {"file": path.name, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "digests": dict(digests)}
-    _atomic_write_json(sidecar_path(path), data)
+    write_json_atomic(sidecar_path(path), data)
 
 
 def _read_record(record: Path) -> dict[str, str]:
@@ -285,11 +284,4 @@ def _record(record: Path, name: str, sha256: str) -> None:
     with _RECORD_LOCK:
         data = _read_record(record)
         data[name] = sha256
-        record.parent.mkdir(parents=True, exist_ok=True)
-        _atomic_write_json(record, dict(sorted(data.items())))
-
-
-def _atomic_write_json(path: Path, data: Any) -> None:
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    temporary.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, path)
+        write_json_atomic(record, dict(sorted(data.items())))

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 from semcolor import metrics
 from semcolor.color import lab_to_srgb
-from semcolor.scaling import AB_SCALE
+from semcolor.scaling import AB_SCALE, unit_to_lab, upsample_ab
 
 
 @dataclass
@@ -52,18 +52,10 @@ class EvalSet:
                        [self.metadata[i] for i in indices] if self.metadata else [])
 
 
-def upsample_ab(ab: torch.Tensor, size: int) -> torch.Tensor:
-    """(N, 2, h, w) -> (N, 2, size, size), bilinear (no-op at the same size)."""
-    if ab.shape[-1] == size and ab.shape[-2] == size:
-        return ab
-    return F.interpolate(ab, size=(size, size), mode="bilinear", align_corners=False)
-
-
 def to_lab(L_unit: torch.Tensor, ab_unit: torch.Tensor) -> np.ndarray:
     """Model units -> Lab, channel-last (N, S, S, 3): L in [0, 100], ab in [-128, 127]."""
-    L = (L_unit.float().numpy() + 1.0) * 50.0
-    ab = np.clip(ab_unit.float().numpy() * AB_SCALE, -128.0, 127.0)
-    return np.concatenate([L, ab], axis=1).transpose(0, 2, 3, 1).astype(np.float64)
+    lab = unit_to_lab(L_unit.float().numpy(), ab_unit.float().numpy())
+    return lab.transpose(0, 2, 3, 1).astype(np.float64)
 
 
 def to_rgb8(L_unit: torch.Tensor, ab_unit: torch.Tensor) -> np.ndarray:

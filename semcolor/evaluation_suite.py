@@ -321,7 +321,7 @@ def _table3(segmenter: nn.Module, data: ev.EvalSet, sampled: ev.EvalSet,
 
 def _steering_image(data: ev.EvalSet, rows: list[int], ab_true_map: torch.Tensor, ab_swapped: torch.Tensor,
                     swapped: torch.Tensor) -> np.ndarray:
-    from semcolor.sources._labels import voc_colormap
+    from semcolor.sources.labels import voc_colormap
 
     palette = voc_colormap()
     return ev.image_grid([
@@ -334,7 +334,7 @@ def _steering_image(data: ev.EvalSet, rows: list[int], ab_true_map: torch.Tensor
 
 
 def _map_grid(truth: torch.Tensor, predicted: torch.Tensor) -> np.ndarray:
-    from semcolor.sources._labels import voc_colormap
+    from semcolor.sources.labels import voc_colormap
 
     palette = voc_colormap()
     return ev.image_grid([palette[truth.numpy().astype(np.uint8)], palette[predicted.numpy().astype(np.uint8)]],

@@ -32,20 +32,12 @@ from typing import Any, BinaryIO
 
 from tqdm import tqdm
 
+from semcolor.atomic import copy_file_atomic, write_json_atomic
 from semcolor.download import file_digests
+from semcolor.errors import UnsafeArchiveError
 
 MARKER_DIR = ".extracted"  # under the target; one JSON marker per extracted archive
 _WINDOWS_DRIVE = re.compile(r"^[A-Za-z]:")
-
-
-class UnsafeArchiveError(ValueError):
-    """An archive member would be written outside the target, or is a device/FIFO/socket."""
-
-    def __init__(self, archive: Path, member: str, reason: str):
-        super().__init__(f"{archive}: refusing member {member!r}: {reason}; nothing was extracted")
-        self.archive = archive
-        self.member = member
-        self.reason = reason
 
 
 def marker_path(archive: str | Path, target: str | Path) -> Path:
@@ -104,9 +96,7 @@ def install_file(file: str | Path, target: str | Path) -> Path:
     marker = marker_path(file, target)
     marker.unlink(missing_ok=True)
     target.mkdir(parents=True, exist_ok=True)
-    temporary = target / f".{file.name}.partial"
-    shutil.copyfile(file, temporary)
-    os.replace(temporary, destination)
+    copy_file_atomic(file, destination)
     _write_marker(marker, {"archive": file.name, "size": file.stat().st_size,
                            "sha256": file_digests(file)["sha256"], "members": 1, "top_level": [file.name]})
     return destination
@@ -253,7 +243,4 @@ def _remove(path: Path) -> None:
 
 
 def _write_marker(marker: Path, record: dict[str, Any]) -> None:
-    marker.parent.mkdir(parents=True, exist_ok=True)
-    temporary = marker.with_name(f".{marker.name}.tmp")
-    temporary.write_text(json.dumps(record, indent=2, sort_keys=True) + "\n")
-    os.replace(temporary, marker)
+    write_json_atomic(marker, record)

@@ -40,20 +40,20 @@ import numpy as np
 import torch
 import torch.nn as nn
 
-from semcolor.color import lab_to_rgb8, rgb8_to_lab
+from semcolor.color import lab_to_rgb8_keep_lightness, rgb8_to_lab
 from semcolor.models.interface import (
-    UNKNOWN_CLASS,
     ColorizationModel,
     Segmenter,
     as_colorizer,
     as_segmenter,
     resize_gray,
-    upsample_ab,
     working_shape,
 )
 from semcolor.models.psc import SAMPLE_GROUP  # noqa: F401  (evaluation chunks its draws by it)
 from semcolor.photo_io import Photo
-from semcolor.scaling import AB_SCALE
+from semcolor.scaling import AB_SCALE, upsample_ab
+from semcolor.sources.base import IGNORE_INDEX
+from semcolor.errors import ModelReferenceError
 
 # the editor's display shape: the U-Net's default working shape (each model's own working shape is its
 # ``working_shape``; these are not read for inference)
@@ -139,45 +139,6 @@ def resize_label_map(seg: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return seg[rows[:, None], cols[None, :]]
 
 
-# ------------------------------------------------------------------------------------ Lab -> sRGB, L kept
-
-
-def lab_to_rgb8_keep_lightness(lab: np.ndarray, iterations: int = 8) -> np.ndarray:
-    """Lab (H, W, 3) float (L in [0, 100]) -> uint8 sRGB (H, W, 3) whose lightness is the input's L.
-
-    Out-of-gamut pixels (a linear R, G or B outside [0, 1]) get their (a, b) scaled by the largest factor in
-    [0, 1] that keeps them in gamut, found by bisection to 2**-iterations (1/256: < 0.5 a/b units); gray,
-    factor 0, is always in gamut. Hue and L stay, chroma shrinks; only 8-bit rounding then separates the
-    output's L from the input's (< 0.3 L units).
-    """
-    lab = np.asarray(lab, dtype=np.float64).copy()
-    flat = lab.reshape(-1, 3)
-    outside = np.flatnonzero(~_in_gamut(flat))
-    if outside.size:
-        chosen = flat[outside]
-        low = np.zeros(outside.size)  # known in gamut
-        high = np.ones(outside.size)  # known outside
-        for _ in range(iterations):
-            middle = (low + high) / 2
-            inside = _in_gamut(np.concatenate([chosen[:, :1], chosen[:, 1:] * middle[:, None]], axis=1))
-            low = np.where(inside, middle, low)
-            high = np.where(inside, high, middle)
-        flat[outside, 1:] = chosen[:, 1:] * low[:, None]
-    return lab_to_rgb8(lab)
-
-
-def _in_gamut(lab: np.ndarray, slack: float = 1e-6) -> np.ndarray:
-    """(n, 3) Lab -> (n,) bool: its linear sRGB lies in [0, 1] (D65 white and matrix of semcolor.color)."""
-    # semcolor.color's own constants: one definition of the color space (its public API only clips)
-    from semcolor.color import _RGB_FROM_XYZ, _WHITE_D65, _lab_f_inverse
-
-    fy = (lab[:, 0] + 16.0) / 116.0
-    x = _lab_f_inverse(lab[:, 1] / 500.0 + fy) * _WHITE_D65[0]
-    y = _lab_f_inverse(fy) * _WHITE_D65[1]
-    z = _lab_f_inverse(fy - lab[:, 2] / 200.0) * _WHITE_D65[2]
-    m = _RGB_FROM_XYZ  # explicit sums: a (n, 3) @ (3, 3) product is several times slower here
-    linear = np.stack([m[i, 0] * x + m[i, 1] * y + m[i, 2] * z for i in range(3)], axis=1)
-    return np.all((linear >= -slack) & (linear <= 1.0 + slack), axis=1)
 
 
 # ------------------------------------------------------------------------------------ the Colorizer
@@ -295,12 +256,12 @@ class Colorizer:
                 f"semantic map is {seg.shape}; it must match the photo ({full_shape[0]}x{full_shape[1]}) "
                 f"or the model's working shape ({shape[0]}x{shape[1]})"
             )
-        bad = (seg >= (self.num_classes or 0)) & (seg != UNKNOWN_CLASS)
+        bad = (seg >= (self.num_classes or 0)) & (seg != IGNORE_INDEX)
         if bad.any():
             raise ValueError(
                 f"semantic map holds class {int(seg[bad][0])}; "
                 f"this model knows classes 0..{(self.num_classes or 1) - 1} "
-                f"(and {UNKNOWN_CLASS} = unknown)"
+                f"(and {IGNORE_INDEX} = unknown)"
             )
         return resize_label_map(seg.astype(np.uint8), shape)
 
@@ -365,7 +326,7 @@ def _compose(lightness: np.ndarray, ab_working: torch.Tensor, rows_per_block: in
 
     ab is upsampled bilinearly to (H, W) as a whole (so block edges are seamless), then joined with L and
     converted in blocks of rows, which bounds the float64 memory on very large photos."""
-    ab_full = (_upsample_ab(ab_working.float(), lightness.shape)[0].clamp(-1.0, 1.0) * AB_SCALE).cpu()
+    ab_full = (upsample_ab(ab_working.float(), lightness.shape)[0].clamp(-1.0, 1.0) * AB_SCALE).cpu()
     ab_full = ab_full.permute(1, 2, 0).numpy()
     image = np.empty((*lightness.shape, 3), np.uint8)
     for top in range(0, lightness.shape[0], rows_per_block):
@@ -403,7 +364,7 @@ def load_colorizer(
         elif Path(str(model_ref)).is_file():
             segmenter_path = None  # a bare checkpoint file bundles no segmenter
         else:
-            from semcolor.mlflow_model import resolve_segmenter
+            from semcolor.model_reference import resolve_segmenter
 
             segmenter_path = _mlflow_call(model_ref, lambda: resolve_segmenter(model_ref))
         if segmenter_path is not None:
@@ -419,16 +380,11 @@ def load_colorizer(
     return colorizer
 
 
-class ModelReferenceError(ValueError):
-    """A model reference (file, ``models:/``, ``runs:/``, run id) that does not lead to a checkpoint; the
-    message names it, says why in one line and what to do."""
-
-
 def _resolve(reference: str | Path) -> Path:
     """A checkpoint file for a reference; MLflow (slow to import) only when it is not a local file."""
     if Path(str(reference)).is_file():
         return Path(str(reference))
-    from semcolor.mlflow_model import resolve_checkpoint
+    from semcolor.model_reference import resolve_checkpoint
 
     return _mlflow_call(reference, lambda: resolve_checkpoint(reference))
 
@@ -436,6 +392,11 @@ def _resolve(reference: str | Path) -> Path:
 def _mlflow_call(reference: str | Path, call: Callable[[], Any]) -> Any:
     """``call()``, with MLflow's errors (a raw traceback otherwise: a missing alias, a mistyped name, an
     unreachable server) turned into one ModelReferenceError line naming the reference and the store."""
+    if Path(str(reference)).is_dir():  # a downloaded MLflow model folder: read locally, no store involved
+        try:
+            return call()
+        except FileNotFoundError as error:
+            raise ModelReferenceError(" ".join(str(error).split())) from None
     import mlflow
 
     from semcolor.tracking_server import TrackingUnavailable, check_reachable
@@ -483,14 +444,14 @@ def class_names_from_payload(payload: dict[str, Any], num_classes: int) -> tuple
 
 def class_colors(num_classes: int) -> np.ndarray:
     """A distinct color per class: the PASCAL VOC colormap, uint8 (num_classes, 3) RGB (+ entry 255 void)."""
-    from semcolor.sources._labels import voc_colormap
+    from semcolor.sources.labels import voc_colormap
 
     return voc_colormap(256)[: max(num_classes, 1)] if num_classes <= 256 else voc_colormap(256)
 
 
 def map_palette() -> np.ndarray:
     """The 256-entry palette written into ``*_map.png`` (class i -> VOC color i; 255 -> void)."""
-    from semcolor.sources._labels import voc_colormap
+    from semcolor.sources.labels import voc_colormap
 
     return voc_colormap(256)
 

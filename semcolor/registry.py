@@ -21,13 +21,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from semcolor import tracking_tags
+
 REGISTERED_PREFIX = "semcolor-"
 CHAMPION = "champion"
 CHALLENGER = "challenger"
 PREVIOUS_PREFIX = "previous_"
-PREVIOUS_TAG_PREFIX = "semcolor.previous_"
+PREVIOUS_TAG_PREFIX = tracking_tags.PREVIOUS_PREFIX
 NO_PREVIOUS = "none"
-METRIC_TAG_PREFIX = "semcolor.metric."  # version tag: the metric it scored when it was promoted  # tag value when the alias pointed nowhere before the promotion
+METRIC_TAG_PREFIX = tracking_tags.METRIC_PREFIX  # version tag: the metric it scored when it was promoted  # tag value when the alias pointed nowhere before the promotion
 
 
 @dataclass(frozen=True)
@@ -56,6 +58,9 @@ def registered_name(family: str, variant: str | None = None) -> str:
     if not family or "-" in family:
         raise ValueError(f"model family {family!r}: expected a name without '-', e.g. psc")
     return REGISTERED_PREFIX + family + (f"-{variant.replace('_', '-')}" if variant else "")
+
+
+DEFAULT_MODEL = registered_name("sdc", "paper")  # what `semcolor colorize` and the retrain flow use by default
 
 
 def split_registered_name(name: str) -> tuple[str, str | None]:
@@ -218,20 +223,6 @@ def best_champion(family: str, metric: str, client: Any | None = None,
     if not scored:
         return None
     return model_uri(max(scored)[1], CHAMPION)
-
-
-def checkpoint_for(name: str, alias: str = CHAMPION) -> Path:
-    """The local checkpoint file of ``models:/<name>@<alias>`` (downloaded through the tracking URI)."""
-    from semcolor.mlflow_model import resolve_checkpoint
-
-    return resolve_checkpoint(model_uri(name, alias))
-
-
-def load_model(name: str, alias: str = CHAMPION, use_ema: bool = True):
-    """The model ``models:/<name>@<alias>`` rebuilt from its checkpoint (eval mode, CPU)."""
-    from semcolor.training.checkpoint import model_from_checkpoint
-
-    return model_from_checkpoint(checkpoint_for(name, alias), use_ema=use_ema)
 
 
 # ---------------------------------------------------------------------------------------------- command

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 AB_SCALE = 128.0  # ab_unit = ab / AB_SCALE
 
@@ -34,3 +35,15 @@ def unit_to_lab(L_unit: torch.Tensor | np.ndarray, ab_unit: torch.Tensor | np.nd
 def lab_to_unit(lab: torch.Tensor | np.ndarray):
     """Lab (..., 3, H, W) -> (L_unit (..., 1, H, W), ab_unit (..., 2, H, W))."""
     return lab[..., :1, :, :] / 50.0 - 1.0, lab[..., 1:, :, :] / AB_SCALE
+
+
+def upsample_ab(ab: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+    """a/b ``(..., 2, h, w)`` -> ``(..., 2, *size)`` (an int: a square), bilinear with
+    ``align_corners=False``: model pixel i covers input pixels around ``(i + 0.5) * scale``. A no-op at the
+    same size. Bilinear weights are convex, so values stay within the input's range (ab_unit in [-1, 1])."""
+    size = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
+    if tuple(ab.shape[-2:]) == size:
+        return ab
+    lead = ab.shape[:-3]
+    flat = ab.reshape(-1, *ab.shape[-3:])
+    return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*lead, 2, *size)

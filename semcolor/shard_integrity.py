@@ -33,16 +33,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from semcolor.atomic import write_json_atomic
+from semcolor.errors import ShardIntegrityError
 
 CACHE_FILE = "verified-shards.json"
 _CHUNK = 1 << 20
 _PROGRESS_MIN_BYTES = 256 << 20  # a bar only when the unverified shards are big enough to take a while
 _LOCK = threading.Lock()
 _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-
-
-class ShardIntegrityError(ValueError):
-    """A shard differs from its manifest (or is missing); the message names it and says what to do."""
 
 
 @dataclass(frozen=True)

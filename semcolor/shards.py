@@ -24,7 +24,7 @@ crop is what both papers do (Pixelated Semantic Colorization: "rescale each imag
 Semantic-driven Colorization: "scale ... to 360 x 360, randomly crop them to 352 x 352"), and it keeps
 every labelled pixel, where a crop would drop the borders. A source with ``load_resized`` (the VOC-layout
 sources) decodes a JPEG at least twice the target in draft mode and resizes from there
-(``semcolor.sources._labels``); the others are loaded in full and resized here.
+(``semcolor.sources.labels``); the others are loaded in full and resized here.
 
 Shard ``<split>-000000.tar`` holds the first ``samples_per_shard`` converted samples in sorted key order,
 and so on. The bytes depend only on the inputs and this code: fixed tar metadata (USTAR, mtime 0, uid/gid
@@ -44,7 +44,6 @@ import ast
 import collections
 import ctypes
 import functools
-import hashlib
 import io
 import json
 import re
@@ -56,17 +55,20 @@ from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing import get_context
 from pathlib import Path
-from typing import Any, Literal, Protocol
+from typing import Any, Protocol
 
 import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
 from semcolor.atomic import atomic_output, write_text_atomic
+from semcolor.hashing import file_sha256
+from semcolor.shard_settings import OnError, ShardSettings
 from semcolor.color import rgb8_to_lab8_planar
 # IMAGE_RESAMPLE: the filter the shards are resized with, re-exported here where it used to live
-from semcolor.sources._labels import IMAGE_RESAMPLE, resize_image, resize_label  # noqa: F401
+from semcolor.sources.labels import IMAGE_RESAMPLE, resize_image, resize_label  # noqa: F401
 from semcolor.sources.base import Item, Sample, SampleError, Source
+from semcolor.errors import TooManySkippedError
 
 MANIFEST_NAME = "manifest.json"
 # Format 2: <key>.lab.npy (raw channel-first Lab planes) replaces format 1's <key>.lab.png; the map's PNG
@@ -108,7 +110,7 @@ RESIZE_DESCRIPTION = (
     "the same size"
 )
 
-OnError = Literal["skip", "raise"]
+
 _SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_\-]+)-(?P<index>\d{6})\.tar$")
 _MEMBER_SUFFIXES = ("json", "lab.npy", "seg.png")  # the fixed order of a sample's members in a shard
 _FORMAT1_SUFFIXES = ("json", "lab.png", "seg.png")  # format 1, still read
@@ -180,10 +182,6 @@ class ShardSample:
     lab8: np.ndarray
     label: np.ndarray
     metadata: dict[str, Any] = field(default_factory=dict)
-
-
-class TooManySkippedError(RuntimeError):
-    """More inputs of a split were skipped than ``max_skipped_fraction`` allows."""
 
 
 class ChunkFuture(Protocol):
@@ -432,14 +430,6 @@ def _tar_info(name: str, size: int) -> tarfile.TarInfo:
     return info
 
 
-def _sha256_of(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as stream:
-        for block in iter(lambda: stream.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_shard(samples: Iterable[ConvertedSample], path: str | Path) -> ShardInfo:
     """Write ``samples`` (strictly increasing keys) to the tar ``path`` atomically; its ShardInfo.
 
@@ -453,7 +443,7 @@ def write_shard(samples: Iterable[ConvertedSample], path: str | Path) -> ShardIn
                 for suffix, data in sample.members:
                     tar.addfile(_tar_info(f"{sample.key}.{suffix}", len(data)), io.BytesIO(data))
                 count += 1
-    return ShardInfo(file=path.name, samples=count, sha256=_sha256_of(path))
+    return ShardInfo(file=path.name, samples=count, sha256=file_sha256(path))
 
 
 def shard_name(split: str, index: int) -> str:
@@ -586,11 +576,9 @@ def convert_split(
     size: int,
     out_dir: str | Path,
     *,
+    settings: ShardSettings = ShardSettings(),
     workers: int = 1,
-    samples_per_shard: int = 1000,
     chunk_size: int | None = None,
-    on_error: OnError = "skip",
-    max_skipped_fraction: float = 0.01,
     progress: bool = True,
     executor: Executor | None = None,
     submit_chunk: SubmitChunk | None = None,
@@ -606,8 +594,6 @@ def convert_split(
     Writes only shards (no manifest; see ``convert_source``)."""
     if workers <= 0:
         raise ValueError(f"workers must be positive, got {workers}")
-    if not 0.0 <= max_skipped_fraction <= 1.0:
-        raise ValueError(f"max_skipped_fraction must be in [0, 1], got {max_skipped_fraction}")
     items = sorted_items(source, split)
     window = window or 2 * max(workers, 2)
     chunks = chunked(items, chunk_size or auto_chunk_size(len(items), window))
@@ -640,11 +626,11 @@ def convert_split(
                 flattened(),
                 skipped,
                 total=len(items),
-                on_error=on_error,
-                max_skipped_fraction=max_skipped_fraction,
+                on_error=settings.on_error,
+                max_skipped_fraction=settings.max_skipped_fraction,
                 where=where,
             )
-            shards = write_shards(accepted, out_dir, split, samples_per_shard)
+            shards = write_shards(accepted, out_dir, split, settings.samples_per_shard)
     finally:
         close = getattr(chunk_results, "close", None)
         if close is not None:  # cancels the chunks still in flight when we stop early
@@ -690,11 +676,9 @@ def convert_source(
     splits: Sequence[str] | None = None,
     *,
     stored_size: int | None = None,
+    settings: ShardSettings = ShardSettings(),
     workers: int = 1,
-    samples_per_shard: int = 1000,
     chunk_size: int | None = None,
-    on_error: OnError = "skip",
-    max_skipped_fraction: float = 0.01,
     progress: bool = True,
     executor: Executor | None = None,
     submit_chunk_for: Callable[[int], SubmitChunk] | None = None,
@@ -721,11 +705,9 @@ def convert_source(
                 split,
                 stored,
                 out_dir,
+                settings=settings,
                 workers=workers,
-                samples_per_shard=samples_per_shard,
                 chunk_size=chunk_size,
-                on_error=on_error,
-                max_skipped_fraction=max_skipped_fraction,
                 progress=progress,
                 executor=executor,
                 submit_chunk=None if submit_chunk_for is None else submit_chunk_for(stored),
@@ -736,7 +718,7 @@ def convert_source(
     finally:
         if own_pool is not None:
             own_pool.shutdown(wait=True, cancel_futures=True)
-    policy = {"on_error": on_error, "max_skipped_fraction": max_skipped_fraction}
+    policy = {"on_error": settings.on_error, "max_skipped_fraction": settings.max_skipped_fraction}
     return write_manifest(
         out_dir,
         source_description=source.describe(),

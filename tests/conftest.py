@@ -34,6 +34,42 @@ def repo_root() -> Path:
     return REPO_ROOT
 
 
+@pytest.fixture(scope="module")
+def one_thread():
+    """torch on one intra-op thread for a module's tests (``pytestmark = pytest.mark.usefixtures("one_thread")``):
+    the nets under test are tiny and the machine is a shared 2-core one, where a second thread mostly waits
+    (measured 30-50x slower under load). The previous count is restored afterwards."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+# The marker rule of `make test-fast`: a test whose setup and call take over SLOW_SECONDS (a module fixture
+# that trains a model counts for its first test) is marked slow (or server). Timings are noisy on a shared
+# machine, so this is a report at the end of the run, never a failure.
+SLOW_SECONDS = 5.0
+_unmarked_slow: list[tuple[float, str]] = []
+_spent: dict[str, float] = {}
+
+
+def pytest_runtest_logreport(report):
+    if report.when in ("setup", "call"):
+        _spent[report.nodeid] = _spent.get(report.nodeid, 0.0) + report.duration
+    if report.when == "call" and _spent[report.nodeid] > SLOW_SECONDS:
+        if not {"slow", "server"} & set(report.keywords):
+            _unmarked_slow.append((_spent[report.nodeid], report.nodeid))
+
+
+def pytest_terminal_summary(terminalreporter):
+    if _unmarked_slow:
+        terminalreporter.section(f"unmarked tests over {SLOW_SECONDS:g} s: mark them @pytest.mark.slow")
+        for duration, nodeid in sorted(_unmarked_slow, reverse=True):
+            terminalreporter.write_line(f"{duration:7.1f}s {nodeid}")
+
+
 # fixtures: `http_server` (a Range-capable server on 127.0.0.1), `migrated_mlflow_db` / `mlflow_store`
 pytest_plugins = ["tests.http_server", "tests.mlflow_store"]
 

@@ -16,6 +16,7 @@ SCRIPT = Path(__file__).resolve().parents[1] / "bench" / "gpu.py"
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="a GPU is present: the script would measure it")
+@pytest.mark.slow
 def test_without_a_gpu_it_says_so_and_exits_0():
     environment = {**os.environ, "CUDA_VISIBLE_DEVICES": ""}
     done = subprocess.run([sys.executable, str(SCRIPT)], capture_output=True, text=True, timeout=300, env=environment)

@@ -110,6 +110,7 @@ def test_a_wrong_segmenter_is_named(tmp_path, shared_dir, capsys, bad):
         assert status == 2 and phrase in line, line
 
 
+@pytest.mark.slow
 def test_the_console_script_prints_no_traceback(bad, tmp_path, shared_dir):
     path, _ = bad["malicious"]
     script = Path(sys.executable).with_name("semcolor")
@@ -121,6 +122,7 @@ def test_the_console_script_prints_no_traceback(bad, tmp_path, shared_dir):
     assert not (path.parent / "pwned").exists()
 
 
+@pytest.mark.slow
 def test_model_references_that_lead_nowhere(tmp_path, shared_dir, migrated_mlflow_db, monkeypatch, capsys):
     """A mistyped registered name, a missing run, a dead tracking server: one line each, exit 2."""
     from tests.mlflow_store import copy_store

@@ -11,7 +11,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 import semcolor
@@ -22,12 +21,7 @@ PHOTO = "brian-61OqtzLUWko-unsplash.png"
 SCRIPT = Path(sys.executable).with_name("semcolor")
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -100,6 +94,7 @@ def test_no_default_model_is_one_line(tmp_path, monkeypatch, shared_dir, capsys)
     assert not (tmp_path / "mlflow.db").exists()  # looking for a champion created no tracking store
 
 
+@pytest.mark.slow
 def test_the_champion_is_the_default_model(tmp_path, migrated_mlflow_db, monkeypatch, shared_dir, capsys):
     from tests.mlflow_store import SDC_CONFIG, copy_store, log_training_run, tracking_store
 

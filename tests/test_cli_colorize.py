@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from semcolor.cli import COMMANDS, main
@@ -20,12 +19,7 @@ from tests.inference_models import NUM_CLASSES, PSC_CONFIG, save_model, save_sdc
 REAL = ["brian-61OqtzLUWko-unsplash.png", "lena-varzar-GGfVWu1Xpfo-unsplash.png"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +60,7 @@ BAD = {"cut.jpg": "truncated or corrupt", "notes.png": "not an image",
        "bomb.tif": "1000x1500|1500x1000 = 1500000 pixels exceeds the limit of 1000000"}
 
 
+@pytest.mark.slow
 def test_a_mixed_folder(mixed_folder, tmp_path, models, capsys):
     before = {p: p.read_bytes() for p in mixed_folder.rglob("*") if p.is_file()}
     out = tmp_path / "out"
@@ -160,6 +155,7 @@ def test_setup_errors_exit_2(tmp_path, shared_dir, capsys):
     assert "no photos found" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_console_script_exit_status(tmp_path, shared_dir, models):
     """The installed `semcolor` entry point, as a user runs it: a bad file among good ones -> status 1."""
     assert {"colorize", "edit"} <= set(COMMANDS)

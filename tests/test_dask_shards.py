@@ -10,6 +10,7 @@ import pytest
 
 from pipeline.flows.shards import run_shards
 from semcolor.extract import safe_extract
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import MANIFEST_NAME, convert_source, read_manifest
 from semcolor.sources import get_source
 from semcolor.sources.synthetic import WorldConfig, write_world_archive
@@ -17,6 +18,7 @@ from tests.project_repo import tree_digests
 
 SIZE = 128
 SAMPLES_PER_SHARD = 8
+SETTINGS = ShardSettings(samples_per_shard=SAMPLES_PER_SHARD)
 CHUNK_SIZE = 4  # 32 items -> 8 task runs: enough for both workers to get some
 
 
@@ -33,7 +35,7 @@ def world_tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def single_process(world_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The reference: the library in this process, no task runner at all."""
     out_dir = tmp_path_factory.mktemp("single") / "synthetic" / str(SIZE)
-    convert_source(get_source("synthetic", world_tree), out_dir, SIZE, samples_per_shard=SAMPLES_PER_SHARD,
+    convert_source(get_source("synthetic", world_tree), out_dir, SIZE, settings=SETTINGS,
                    chunk_size=CHUNK_SIZE, progress=False)
     return out_dir
 
@@ -54,7 +56,7 @@ def test_dask_cluster_of_two_workers_writes_the_single_process_shards(
             Client(cluster) as client:
         with get_task_stream(client) as stream:
             written = run_shards("synthetic", world_tree, tmp_path / "shards", SIZE, workers=2,
-                                 samples_per_shard=SAMPLES_PER_SHARD, dask_address=cluster.scheduler_address,
+                                 settings=SETTINGS, dask_address=cluster.scheduler_address,
                                  chunk_size=CHUNK_SIZE, progress=False)
         worker_addresses = set(client.scheduler_info()["workers"])  # worker processes (not their nannies)
 

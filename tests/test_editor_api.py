@@ -9,7 +9,6 @@ import shutil
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from semcolor.cli import main
@@ -22,12 +21,7 @@ from tests.inference_models import CLASS_NAMES, NUM_CLASSES, PSC_CONFIG, save_mo
 PHOTO = "brian-61OqtzLUWko-unsplash.png"
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 class Client:
@@ -197,6 +191,7 @@ def _png(array: np.ndarray) -> bytes:
     return buffer.getvalue()
 
 
+@pytest.mark.slow
 def test_a_model_without_map_input(tmp_path, shared_dir):
     colorizer = load_colorizer(save_model(tmp_path / "psc.pt", "psc_embed", PSC_CONFIG, seed=1))
     app = EditorApp(colorizer, [shared_dir / "photos" / PHOTO], tmp_path / "out")

@@ -16,7 +16,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from semcolor.class_colors import typical_class_colors
@@ -33,9 +32,7 @@ VIEWPORT = {"width": 1200, "height": 800}
 
 
 @pytest.fixture(scope="module")
-def editor(tmp_path_factory, shared_dir):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
+def editor(tmp_path_factory, shared_dir, one_thread):
     root = tmp_path_factory.mktemp("browser")
     (root / "photos").mkdir()
     shutil.copy(shared_dir / "photos" / PHOTO, root / "photos" / "photo.png")
@@ -45,7 +42,6 @@ def editor(tmp_path_factory, shared_dir):
     yield server, root
     server.shutdown()
     server.server_close()
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")

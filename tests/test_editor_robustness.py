@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from semcolor.cli import main
@@ -32,12 +31,7 @@ PHOTO = "brian-61OqtzLUWko-unsplash.png"
 FAST = Timeouts(head_s=1.0, body_s=1.0, keep_alive_s=1.0)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -231,6 +225,7 @@ def test_edit_setup_errors_are_one_line(setup, tmp_path, capsys):
     assert status == 2 and len(err.splitlines()) == 1 and f"--out {blocker}" in err, err
 
 
+@pytest.mark.slow
 def test_edit_serves_on_ipv6_and_stops_on_ctrl_c(setup, tmp_path):
     command = [str(Path(sys.executable).with_name("semcolor")), "edit", str(setup["photos"][0]), "--model",
                str(setup["model"]), "--segmenter", str(setup["segmenter"]), "--host", "::1", "--no-browser",

@@ -17,7 +17,6 @@ import urllib.request
 
 import numpy as np
 import pytest
-import torch
 from PIL import Image
 
 from semcolor.color import rgb8_to_lab
@@ -60,54 +59,49 @@ def class_of_colour(rgb: np.ndarray) -> np.ndarray:
     return np.where((lab[..., 0] >= 20) & (lab[..., 0] <= 90), owner, -1)
 
 
-def test_painting_dusk_over_sky_turns_that_region_dusk_and_leaves_the_rest(editor, repo_root):
+def test_painting_dusk_over_sky_turns_that_region_dusk_and_leaves_the_rest(editor, repo_root, one_thread):
     from playwright.sync_api import sync_playwright
 
     folder = repo_root / "test-artifacts" / "editor_steering"
     folder.mkdir(parents=True, exist_ok=True)
     ensure_chromium()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        with sync_playwright() as playwright:
-            browser = launch(playwright)
-            page = browser.new_context(viewport={"width": 1200, "height": 800}).new_page()
-            page.set_default_timeout(30_000)
-            errors: list[str] = []
-            page.on("pageerror", lambda error: errors.append(str(error)))
-            page.goto(editor.url)
-            page.wait_for_function("document.body.dataset.state === 'idle' && "
-                                   "Number(document.body.dataset.resultVersion || 0) > 0")
-            version = int(page.evaluate("document.body.dataset.resultVersion"))
-            page.screenshot(path=str(folder / "1_loaded.png"), full_page=True)
-            before = result_pixels(editor)
-            before_class = class_of_colour(before)
-            judged = before_class >= 0
-            assert np.mean(before_class[judged] == SKY) > 0.95  # all sky: what the segmenter said
+    with sync_playwright() as playwright:
+        browser = launch(playwright)
+        page = browser.new_context(viewport={"width": 1200, "height": 800}).new_page()
+        page.set_default_timeout(30_000)
+        errors: list[str] = []
+        page.on("pageerror", lambda error: errors.append(str(error)))
+        page.goto(editor.url)
+        page.wait_for_function("document.body.dataset.state === 'idle' && "
+                               "Number(document.body.dataset.resultVersion || 0) > 0")
+        version = int(page.evaluate("document.body.dataset.resultVersion"))
+        page.screenshot(path=str(folder / "1_loaded.png"), full_page=True)
+        before = result_pixels(editor)
+        before_class = class_of_colour(before)
+        judged = before_class >= 0
+        assert np.mean(before_class[judged] == SKY) > 0.95  # all sky: what the segmenter said
 
-            page.click(f"#classes li[data-class-id='{DUSK}']")
-            page.eval_on_selector("#size", "e => { e.value = 30; e.dispatchEvent(new Event('input')); }")
-            box = page.locator("#overlay").bounding_box()  # on screen: the view's zoom and offset included
-            zoom = box["width"] / before.shape[1]
+        page.click(f"#classes li[data-class-id='{DUSK}']")
+        page.eval_on_selector("#size", "e => { e.value = 30; e.dispatchEvent(new Event('input')); }")
+        box = page.locator("#overlay").bounding_box()  # on screen: the view's zoom and offset included
+        zoom = box["width"] / before.shape[1]
 
-            def at(row: float, col: float) -> tuple[float, float]:  # a map pixel's position on the screen
-                return box["x"] + col * zoom, box["y"] + row * zoom
+        def at(row: float, col: float) -> tuple[float, float]:  # a map pixel's position on the screen
+            return box["x"] + col * zoom, box["y"] + row * zoom
 
-            rows, cols = REGION
-            page.mouse.move(*at(rows.start + 15, cols.start + 15))
-            page.mouse.down()
-            for y in range(rows.start + 15, rows.stop - 14, 10):  # zig-zag over the block
-                page.mouse.move(*at(y, cols.start + 15), steps=3)
-                page.mouse.move(*at(y, cols.stop - 15), steps=6)
-            page.mouse.up()
-            page.wait_for_function("document.body.dataset.state === 'idle' && "
-                                   f"Number(document.body.dataset.resultVersion || 0) > {version}")
-            page.screenshot(path=str(folder / "2_painted_dusk.png"), full_page=True)
-            edited = np.array(page.evaluate("Array.from(state.current)"), np.uint8).reshape(before.shape[:2])
-            assert errors == []
-            browser.close()
-    finally:
-        torch.set_num_threads(threads)
+        rows, cols = REGION
+        page.mouse.move(*at(rows.start + 15, cols.start + 15))
+        page.mouse.down()
+        for y in range(rows.start + 15, rows.stop - 14, 10):  # zig-zag over the block
+            page.mouse.move(*at(y, cols.start + 15), steps=3)
+            page.mouse.move(*at(y, cols.stop - 15), steps=6)
+        page.mouse.up()
+        page.wait_for_function("document.body.dataset.state === 'idle' && "
+                               f"Number(document.body.dataset.resultVersion || 0) > {version}")
+        page.screenshot(path=str(folder / "2_painted_dusk.png"), full_page=True)
+        edited = np.array(page.evaluate("Array.from(state.current)"), np.uint8).reshape(before.shape[:2])
+        assert errors == []
+        browser.close()
 
     after = result_pixels(editor)
     after_class = class_of_colour(after)

@@ -122,6 +122,7 @@ def test_jittered_gray_follows_its_formula():
         ev.JitterSweep(levels=(0.5, 0.2))
 
 
+@pytest.mark.slow
 def test_evaluate_and_claims_stages_end_to_end_on_tiny_random_models(tmp_path, mlflow_store):  # noqa: F811
     """Random (untrained) checkpoints of all 11 models through the real stages: metrics/evaluate.json has
     the layout the report, the retrain flow and issue #10 expect; the figures are written; claims.json

@@ -7,17 +7,16 @@ import pytest
 import torch
 import yaml
 
-from semcolor.color import rgb8_to_lab
+from semcolor.color import lab_to_rgb8_keep_lightness, rgb8_to_lab
 from semcolor.inference import (
     Colorizer,
     class_names_from_payload,
-    lab_to_rgb8_keep_lightness,
     load_colorizer,
     predict_ab,
     resize_label_map,
     working_shape,
 )
-from semcolor.mlflow_model import resolve_checkpoint, resolve_segmenter
+from semcolor.model_reference import resolve_checkpoint, resolve_segmenter
 from semcolor.models import create_model
 from semcolor.photo_io import read_photo
 from tests.inference_models import (
@@ -31,13 +30,7 @@ from tests.inference_models import (
 )
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # tiny nets on a shared 2-core machine: a second intra-op thread mostly waits
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +59,7 @@ def output_lightness(image: np.ndarray) -> np.ndarray:
     return rgb8_to_lab(image)[..., 0]
 
 
+@pytest.mark.slow
 def test_real_color_photos_keep_size_and_lightness(shared_dir, sdc_colorizer):
     for path in color_photos(shared_dir):
         photo = read_photo(path)
@@ -147,6 +141,7 @@ def test_a_given_map_is_used_at_full_or_working_size(sdc_colorizer):
                                   sdc_colorizer.colorize(rgb8_to_lab(rgb)[..., 0], semantic_map=working).images[0])
 
 
+@pytest.mark.slow
 def test_pixelcnn_samples_are_diverse_and_reproducible(shared_dir, psc_colorizer):
     photo = read_photo(shared_dir / "photos" / "brian-61OqtzLUWko-unsplash.png")
     assert psc_colorizer.supports_samples and not psc_colorizer.takes_semantic_map

@@ -27,6 +27,7 @@ from semcolor.loader import (
     shard_paths,
 )
 from semcolor.scaling import lab8_to_unit
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import ConvertedSample, convert_source, encode_png, read_shard_samples, write_shards
 from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 
@@ -38,7 +39,7 @@ def shard_dir(tmp_path_factory) -> Path:
                                   progress=False)
     extracted = safe_extract(archive, root / "extracted", progress=False)
     out = root / "shards" / "128"
-    convert_source(Synthetic(extracted), out, 128, samples_per_shard=10, progress=False)
+    convert_source(Synthetic(extracted), out, 128, settings=ShardSettings(samples_per_shard=10), progress=False)
     return out
 
 

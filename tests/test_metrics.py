@@ -18,13 +18,24 @@ def test_psnr_known_value_and_identity():
     assert metrics.psnr(np.zeros((4, 4, 3), np.uint8), np.full((4, 4, 3), 255, np.uint8)) == pytest.approx(0.0)
 
 
-def test_ssim_matches_scikit_image_away_from_borders():
-    x = RNG.random((64, 64, 3))
+def test_ssim_is_scikit_images_standard_ssim():
+    x = RNG.random((64, 48, 3))
     y = np.clip(x + 0.1 * RNG.standard_normal(x.shape), 0, 1)
-    ours = metrics.ssim(x, y)
-    theirs = structural_similarity(x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1)
-    assert ours == pytest.approx(theirs, abs=0.01)  # skimage crops a 5-px border before averaging
+    theirs = structural_similarity(
+        x, y, gaussian_weights=True, sigma=1.5, use_sample_covariance=False, data_range=1.0, channel_axis=-1
+    )
+    assert metrics.ssim(x, y) == pytest.approx(theirs, abs=1e-12)
+    # uint8 is brought to [0, 1] first: the same figure as the float image of the same values
+    x8, y8 = (x * 255).round().astype(np.uint8), (y * 255).round().astype(np.uint8)
+    assert metrics.ssim(x8, y8) == pytest.approx(metrics.ssim(x8 / 255.0, y8 / 255.0), abs=1e-12)
     assert metrics.ssim(x, x) == pytest.approx(1.0)
+
+
+def test_ssim_of_constant_images_is_the_luminance_term():
+    # no variance: contrast-structure is exactly 1, SSIM is (2 mu_x mu_y + C1) / (mu_x^2 + mu_y^2 + C1)
+    a, b, c1 = 0.5, 0.6, 0.01**2
+    x, y = np.full((32, 32, 3), a), np.full((32, 32, 3), b)
+    assert metrics.ssim(x, y) == pytest.approx((2 * a * b + c1) / (a * a + b * b + c1), abs=1e-12)
 
 
 def test_ms_ssim_is_one_for_identical_and_drops_with_difference():
@@ -33,6 +44,14 @@ def test_ms_ssim_is_one_for_identical_and_drops_with_difference():
     slight = np.clip(x + 0.02 * RNG.standard_normal(x.shape), 0, 1)
     strong = RNG.random(x.shape)
     assert 1.0 > metrics.ms_ssim(x, slight) > metrics.ms_ssim(x, strong) >= 0.0
+
+
+def test_ms_ssim_known_answer_for_constant_images():
+    # contrast-structure is 1 at every scale, so only the coarsest scale's luminance term, to its weight, stays
+    a, b, c1 = 0.5, 0.6, 0.01**2
+    x, y = np.full((64, 64, 3), a), np.full((64, 64, 3), b)
+    luminance = (2 * a * b + c1) / (a * a + b * b + c1)
+    assert metrics.ms_ssim(x, y) == pytest.approx(luminance ** metrics.MS_SSIM_WEIGHTS[-1], abs=1e-12)
 
 
 def test_colorfulness_gray_is_zero_and_known_constant_color():
@@ -44,12 +63,23 @@ def test_colorfulness_gray_is_zero_and_known_constant_color():
     assert metrics.delta_colorfulness([gray], [red]) == pytest.approx(0.3 * np.hypot(255, 127.5))
 
 
-def test_ciede2000_matches_scikit_image():
+# Sharma, Wu and Dalal (2005), Table 1: pairs 1, 7, 15, 17 and 25 with their published CIEDE2000
+SHARMA_PAIRS = [
+    ((50.0, 2.6772, -79.7751), (50.0, 0.0, -82.7485), 2.0425),
+    ((50.0, 0.0, 0.0), (50.0, -1.0, 2.0), 2.3669),
+    ((50.0, 2.4900, -0.0010), (50.0, -2.4900, 0.0011), 7.2195),
+    ((50.0, 2.5, 0.0), (73.0, 25.0, -18.0), 27.1492),
+    ((60.2574, -34.0099, 36.2677), (60.4626, -34.1751, 39.4387), 1.2644),
+]
+
+
+def test_ciede2000_is_scikit_images_and_matches_the_published_pairs():
     lab_a = np.stack([RNG.uniform(0, 100, 5000), RNG.uniform(-100, 100, 5000), RNG.uniform(-100, 100, 5000)], -1)
     lab_b = lab_a + RNG.normal(0, 8, lab_a.shape)
-    np.testing.assert_allclose(metrics.ciede2000(lab_a, lab_b), deltaE_ciede2000(lab_a, lab_b), atol=1e-6)
-    # Sharma et al. (2005) test pair 1
-    assert metrics.ciede2000(np.array([50, 2.6772, -79.7751]), np.array([50, 0, -82.7485])) == pytest.approx(2.0425, abs=1e-4)
+    np.testing.assert_allclose(metrics.ciede2000(lab_a, lab_b), deltaE_ciede2000(lab_a, lab_b), atol=1e-12)
+    assert metrics.ciede2000(lab_a[:6].reshape(2, 3, 3), lab_b[:6].reshape(2, 3, 3)).shape == (2, 3)
+    first, second, expected = (np.array(column) for column in zip(*SHARMA_PAIRS))
+    np.testing.assert_allclose(metrics.ciede2000(first, second), expected, atol=1e-4)
 
 
 def test_ab_auc_perfect_constant_error_and_rebalancing():
@@ -113,6 +143,7 @@ def test_palette_confusion_assigns_each_pixel_to_the_nearest_mode_of_all_classes
     assert np.isnan(metrics.palette_accuracy(np.zeros((4, 4))))
 
 
+@pytest.mark.slow
 def test_a_constant_color_cannot_score_more_than_one_class_share_on_the_world():
     """On generated world images: the real colors score >= 0.99; every constant ab (a 5-unit grid over
     [-60, 60]^2 and every mode of the world) scores at most the largest chromatic class's pixel share (< 0.4), which is what the best

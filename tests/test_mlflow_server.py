@@ -14,7 +14,7 @@ import pytest
 
 from pipeline.mlflow_server import mlflow_server
 from semcolor import compare, registry
-from semcolor.mlflow_model import resolve_checkpoint
+from semcolor.model_reference import resolve_checkpoint
 from tests.mlflow_store import (  # noqa: F401  (fixtures)
     PSC_CONFIG,
     log_evaluation_run,

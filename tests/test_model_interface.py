@@ -17,7 +17,8 @@ import torch
 import torch.nn as nn
 
 from semcolor.models import MODEL_MODULES, create_model, list_models
-from semcolor.models.interface import ColorizationModel, Segmenter, UNKNOWN_CLASS
+from semcolor.models.interface import ColorizationModel, Segmenter
+from semcolor.sources.base import IGNORE_INDEX
 
 torch.set_num_threads(1)
 
@@ -117,7 +118,7 @@ def test_predictions_at_an_odd_size_come_back_at_that_size(case):
                 given = model.predict_ab(L, first)
                 assert given.shape == ab.shape
                 assert not torch.equal(given, model.predict_ab(L, first + NUM_CLASSES - 1))
-                unknown = torch.full((2, HEIGHT, WIDTH), UNKNOWN_CLASS, dtype=torch.long)
+                unknown = torch.full((2, HEIGHT, WIDTH), IGNORE_INDEX, dtype=torch.long)
                 assert model.predict_ab(L, unknown).shape == ab.shape
                 assert model.num_classes == NUM_CLASSES
             own = model.predict_map(L)

@@ -14,7 +14,7 @@ from semcolor.models.cls import AdversarialQuantizedColorizer, ClsConfig, Quanti
 from semcolor.quantized_ab import bins_tensor, in_gamut_bins, soft_encode
 from semcolor.training.loop import TrainConfig, list_batches, train
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 NUM_CLASSES = 5
 NARROW = {"width": 0.25, "num_classes": NUM_CLASSES, "discriminator_width": 0.125}

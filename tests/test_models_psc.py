@@ -28,13 +28,7 @@ CASES = [(name, {}) for name in PSC_MODELS] + [
 CASE_IDS = [f"{name}-{'-'.join(f'{k}={v}' for k, v in opts.items()) or 'default'}" for name, opts in CASES]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny convolutions on a shared 2-core machine: threads only add contention (50x slower under load)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _model(name: str, dtype: torch.dtype = torch.float32, **opts) -> torch.nn.Module:
@@ -291,6 +285,7 @@ def _stage_std(model, L: torch.Tensor) -> list[float]:
     return stds
 
 
+@pytest.mark.slow
 def test_data_dependent_init_starts_every_stage_at_unit_scale_and_the_heads_at_the_data():
     batch = _batch(64, n=4)
     model = _model("psc_full", width=0.25)

@@ -15,13 +15,7 @@ NUM_CLASSES = 60
 SMALL = 0.125  # width multiplier for fast tests: encoder 4..64 channels
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # these nets are tiny: on a shared 2-core machine a second intra-op thread only waits (30x slower)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def smooth_gray(batch: int, height: int, width: int, seed: int) -> torch.Tensor:

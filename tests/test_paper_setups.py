@@ -21,6 +21,7 @@ def test_default_params_are_valid():
 
 
 @pytest.mark.parametrize("path", SETUPS, ids=[p.stem for p in SETUPS])
+@pytest.mark.slow
 def test_paper_setup_is_valid_and_becomes_one_dvc_exp_command(path):
     setup = read_setup(path)
     validate(apply_overrides(read_params(REPO / "params.yaml"), setup["overrides"]))

@@ -35,12 +35,7 @@ STAGE_VARIANTS = {"train_psc": ("train_psc", ["full"]),
                   "train_sdc": ("train_sdc", ["paper"])}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def _world_batches(count: int, size: int, crop: int) -> list[dict]:

@@ -17,7 +17,7 @@ from scipy.spatial import ConvexHull
 from semcolor import quantized_ab as q
 from semcolor.color import srgb_to_lab
 
-torch.set_num_threads(1)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 # Zhang et al.'s pts_in_hull.npy, summarised per a: (lowest b, highest b, number of bins). Published facts
 # used only to check the computed bins; the bins themselves are computed from the gamut.
@@ -50,6 +50,7 @@ def _chebyshev_distance_to_gamut_hull(points: np.ndarray) -> np.ndarray:
     return np.asarray(distances)
 
 
+@pytest.mark.slow
 def test_the_313_bins_are_exactly_the_in_gamut_grid_cells():
     bins = q.in_gamut_bins()
     assert bins.shape == (313, 2) and q.NUM_BINS == 313

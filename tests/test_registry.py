@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from semcolor import registry
+from semcolor import model_reference, registry
 from semcolor.registry import CHALLENGER, CHAMPION, get_by_alias, promote, rollback, set_alias
 from tests.mlflow_store import (  # noqa: F401  (fixtures)
     PSC_CONFIG,
@@ -103,8 +103,8 @@ def test_champion_loads_for_colorization_and_evaluation(store) -> None:
 
     promote(NAME, 2)
     expected = store[1].checkpoint
-    assert registry.checkpoint_for(NAME).read_bytes() == expected.read_bytes()
-    model = registry.load_model(NAME)
+    assert model_reference.checkpoint_for(NAME).read_bytes() == expected.read_bytes()
+    model = model_reference.load_model(NAME)
     weights = load_checkpoint(expected)["model"]
     assert all(torch.equal(value, weights[key]) for key, value in model.state_dict().items())
     colorizer = load_colorizer(registry.model_uri(NAME))  # what `semcolor colorize --model` does
@@ -149,7 +149,7 @@ def test_registered_names_spell_variants_with_hyphens() -> None:
 
 
 def test_model_uris_that_do_not_resolve_are_one_line_saying_what_exists(store) -> None:
-    from semcolor.mlflow_model import resolve_checkpoint
+    from semcolor.model_reference import resolve_checkpoint
 
     registry.check_model_uri(f"models:/{NAME}/2")  # exists: no error
     registry.check_model_uri("runs:/abc/model")  # not a registry URI: not checked here

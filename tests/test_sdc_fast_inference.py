@@ -45,6 +45,7 @@ def test_fast_path_equals_eager_within_1e_4(config):
         assert not torch.equal(got, torch.zeros_like(got))
 
 
+@pytest.mark.slow
 def test_paper_width_at_352_equals_eager():
     torch.manual_seed(2)
     model = create_model("sdc").eval()  # 37.7 M parameters, the default colorize model's shape
@@ -92,6 +93,7 @@ def test_errors_are_the_models_own():
 
 
 @pytest.mark.parametrize("semantic_stream", [True, False])
+@pytest.mark.slow
 def test_colorizer_uses_the_fast_path_by_default_with_the_same_images(semantic_stream):
     torch.manual_seed(4)
     model = create_model("sdc", width=0.125, num_classes=5, semantic_stream=semantic_stream).eval()

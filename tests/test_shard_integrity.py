@@ -16,6 +16,7 @@ from semcolor import shard_integrity
 from semcolor.extract import safe_extract
 from semcolor.loader import LoaderConfig, ShardBatches
 from semcolor.shard_integrity import ShardIntegrityError, verify_split
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import convert_source
 from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 
@@ -27,7 +28,7 @@ def pristine(tmp_path_factory) -> Path:
                                   root / "world.tar", progress=False)
     extracted = safe_extract(archive, root / "extracted", progress=False)
     out = root / "shards" / "128"
-    convert_source(Synthetic(extracted), out, 128, samples_per_shard=10, progress=False)
+    convert_source(Synthetic(extracted), out, 128, settings=ShardSettings(samples_per_shard=10), progress=False)
     return out
 
 

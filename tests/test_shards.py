@@ -21,6 +21,7 @@ import webdataset
 from PIL import Image
 
 from semcolor import color
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import (
     MANIFEST_NAME,
     auto_chunk_size,
@@ -139,9 +140,13 @@ def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return build_tree(tmp_path_factory.mktemp("tiny_voc"))
 
 
+WRITING_KEYS = ("samples_per_shard", "on_error", "max_skipped_fraction")  # ShardSettings fields
+
+
 def _convert_with(source: Source, out_dir: Path, **options: Any) -> Path:
-    options = {"samples_per_shard": 3, "max_skipped_fraction": 0.5, "progress": False, **options}
-    return convert_source(source, out_dir, SIZE, **options)
+    writing = {"samples_per_shard": 3, "max_skipped_fraction": 0.5}
+    writing.update({key: options.pop(key) for key in list(options) if key in WRITING_KEYS})
+    return convert_source(source, out_dir, SIZE, settings=ShardSettings(**writing), **{"progress": False, **options})
 
 
 def _convert(tree: Path, out_dir: Path, **options: Any) -> Path:
@@ -251,6 +256,7 @@ def test_tar_metadata_is_fixed(built: Path) -> None:
     assert not any(m.pax_headers for m in members)
 
 
+@pytest.mark.slow
 def test_rebuild_and_worker_count_give_identical_bytes(built: Path, tree: Path, tmp_path: Path) -> None:
     again, parallel = tmp_path / "again", tmp_path / "parallel"
     _convert(tree, again)
@@ -282,6 +288,7 @@ def test_too_many_skips_fail_with_counts_and_leave_no_manifest(tree: Path, tmp_p
     assert (out_dir / "notes.txt").read_text() == "not ours"
 
 
+@pytest.mark.slow
 def test_a_bug_in_a_worker_stops_the_build_without_manifest(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(RuntimeError, match="a bug, not bad data"):
         _convert_with(FailingSource(tree), tmp_path, workers=2, chunk_size=2)
@@ -323,7 +330,7 @@ def test_stored_size_and_argument_checks(tree: Path, tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="size must be a positive"):
         stored_size_for(0)
     with pytest.raises(ValueError, match="on_error must be 'skip' or 'raise'"):
-        convert_split(TinyVocSource(tree), "val", SIZE, tmp_path, on_error="ignore")  # type: ignore[arg-type]
+        convert_split(TinyVocSource(tree), "val", SIZE, tmp_path, settings=ShardSettings(on_error="ignore"))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="unknown split 'test'"):
         convert_split(TinyVocSource(tree), "test", SIZE, tmp_path, progress=False)
 

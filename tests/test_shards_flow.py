@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 
 from pipeline.flows.shards import convert_chunk, run_shards, shards_task_runner
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import MANIFEST_NAME, convert_items, convert_source, read_manifest
 from semcolor.sources import get_source
 
@@ -54,7 +55,8 @@ def library_build(voc_tree: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """The reference: the library in this process, one worker."""
     out_dir = tmp_path_factory.mktemp("library") / "voc2012" / str(SIZE)
     source = get_source("voc2012", voc_tree)
-    convert_source(source, out_dir, SIZE, samples_per_shard=2, max_skipped_fraction=0.5, progress=False)
+    convert_source(source, out_dir, SIZE, settings=ShardSettings(samples_per_shard=2, max_skipped_fraction=0.5),
+                   progress=False)
     return out_dir
 
 
@@ -98,7 +100,8 @@ def test_flow_on_process_pool_and_dask_matches_library(
 ) -> None:
     from distributed import LocalCluster
 
-    options = {"samples_per_shard": 2, "max_skipped_fraction": 0.5, "progress": False, "chunk_size": 2}
+    options = {"settings": ShardSettings(samples_per_shard=2, max_skipped_fraction=0.5), "progress": False,
+               "chunk_size": 2}
     options["workers"] = 2
     manifest = run_shards("voc2012", voc_tree, tmp_path / "pool", SIZE, **options)
     assert manifest == tmp_path / "pool" / "voc2012" / str(SIZE) / MANIFEST_NAME

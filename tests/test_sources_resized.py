@@ -13,9 +13,10 @@ import pytest
 from PIL import Image
 
 from semcolor.color import rgb8_to_lab8
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import MANIFEST_NAME, convert_source, read_shard_samples, resize_sample, resized_loader
 from semcolor.sources import SampleError
-from semcolor.sources._labels import encode_palette_png, invalid_label_values, resize_label
+from semcolor.sources.labels import encode_palette_png, invalid_label_values, resize_label
 from semcolor.sources.synthetic import Synthetic
 from semcolor.sources.voc2012 import Voc2012
 
@@ -138,7 +139,7 @@ def test_the_converter_uses_load_resized_only_where_load_is_not_overridden(tree:
 
 
 def test_draft_conversion_is_byte_deterministic_and_records_original_sizes(tree: Path, tmp_path: Path) -> None:
-    options = {"samples_per_shard": 3, "max_skipped_fraction": 0.5, "progress": False}
+    options = {"settings": ShardSettings(samples_per_shard=3, max_skipped_fraction=0.5), "progress": False}
     first = convert_source(Voc2012(tree), tmp_path / "a", SIZE, **options).parent
     second = convert_source(Voc2012(tree), tmp_path / "b", SIZE, workers=2, chunk_size=1, **options).parent
     names = sorted(p.name for p in first.iterdir())

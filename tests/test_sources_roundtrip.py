@@ -43,6 +43,7 @@ from pipeline.flows.download import checksum_record_path, download_sources
 from pipeline.flows.shards import run_shards
 from semcolor.color import decode_lab8, rgb8_to_lab8
 from semcolor.extract import is_extracted, marker_path
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import read_shard_samples, resize_sample
 from semcolor.sources import source_class
 from semcolor.sources.pascal_context import context459_to_59
@@ -393,8 +394,9 @@ def test_source_round_trip_through_the_real_flows(
 
     # ---- convert (one real flow run, process-pool task runner)
     manifest_path = run_shards(
-        source, root, tmp_path / "shards", SIZE, workers=1, samples_per_shard=2, chunk_size=2,
-        max_skipped_fraction=MAX_SKIPPED_FRACTION, progress=False, source_options=case.source_options,
+        source, root, tmp_path / "shards", SIZE, workers=1, chunk_size=2,
+        settings=ShardSettings(samples_per_shard=2, max_skipped_fraction=MAX_SKIPPED_FRACTION), progress=False,
+        source_options=case.source_options,
     )
     assert manifest_path == tmp_path / "shards" / source / str(SIZE) / "manifest.json"
     manifest = json.loads(manifest_path.read_text())

@@ -22,7 +22,7 @@ from semcolor.color import lab_to_srgb, rgb8_to_lab, srgb_to_lab
 from semcolor.config import ConfigError, load_config
 from semcolor.extract import safe_extract
 from semcolor.sources import get_source
-from semcolor.sources._labels import voc_colormap
+from semcolor.sources.labels import voc_colormap
 from semcolor.sources.synthetic import (
     CLASS_NAMES,
     GAMUT_TOLERANCE,

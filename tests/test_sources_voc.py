@@ -15,7 +15,7 @@ import scipy.io
 from PIL import Image
 
 from semcolor.sources import IGNORE_INDEX, SampleError, get_source
-from semcolor.sources._labels import (
+from semcolor.sources.labels import (
     encode_palette_png,
     read_id_list,
     read_palette_indices,

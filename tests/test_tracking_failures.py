@@ -29,6 +29,7 @@ def dead_pid() -> int:
     return process.pid
 
 
+@pytest.mark.slow
 def test_runs_left_running_by_dead_processes_are_marked_killed(mlflow_store):
     import mlflow
 
@@ -62,6 +63,7 @@ def test_ctrl_c_inside_a_stage_run_marks_it_killed(mlflow_store):
     assert status(failed.info.run_id) == "FAILED"
 
 
+@pytest.mark.slow
 def test_sigterm_ends_a_stage_with_its_run_killed(mlflow_store, tmp_path):
     code = textwrap.dedent("""
         import sys, time

@@ -16,6 +16,7 @@ import yaml
 
 from pipeline.stages import train as train_stage
 from semcolor.extract import safe_extract
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import convert_source
 from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 from tests.mlflow_store import migrated_mlflow_db, mlflow_store  # noqa: F401  (fixtures)
@@ -38,8 +39,8 @@ def shards(tmp_path_factory) -> Path:
     archive = write_world_archive(WorldConfig(seed=3, num_train=16, num_val=4, image_size=64), root / "w.tar",
                                   progress=False)
     out = root / "128"
-    convert_source(Synthetic(safe_extract(archive, root / "x", progress=False)), out, 128, samples_per_shard=8,
-                   progress=False)
+    convert_source(Synthetic(safe_extract(archive, root / "x", progress=False)), out, 128,
+                   settings=ShardSettings(samples_per_shard=8), progress=False)
     return out
 
 
@@ -157,6 +158,7 @@ def without_speed(rows: list[dict]) -> list[dict]:
     return [{k: v for k, v in row.items() if k != "samples_per_second"} for row in rows]
 
 
+@pytest.mark.slow
 def test_a_run_killed_mid_way_resumes_to_the_whole_curve(project, monkeypatch, capsys):
     reference_curve, reference = uninterrupted(project)
     assert [row["step"] for row in reference_curve] == ["1", "2", "3", "4"]
@@ -179,6 +181,7 @@ def test_a_run_killed_mid_way_resumes_to_the_whole_curve(project, monkeypatch, c
     assert summary["final_loss"] == reference["final_loss"] and summary["steps"] == 4
 
 
+@pytest.mark.slow
 def test_a_run_killed_after_its_last_checkpoint_resumes_to_a_full_summary(project, monkeypatch, capsys):
     reference_curve, reference = uninterrupted(project)
     for folder in ("plots", "metrics"):

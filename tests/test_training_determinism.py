@@ -34,6 +34,7 @@ def _weights(path):
 
 
 @pytest.mark.parametrize(("family", "variant"), [("gridnet", "color"), ("sdc", "paper")])
+@pytest.mark.slow
 def test_the_same_training_stage_twice_gives_identical_weights_and_another_seed_others(
         tmp_path, mlflow_store, family, variant):  # noqa: F811  (fixture)
     build_world_shards(tmp_path)

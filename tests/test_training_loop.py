@@ -30,6 +30,7 @@ def weights(path: Path) -> dict[str, torch.Tensor]:
     return load_checkpoint(path)["model"]
 
 
+@pytest.mark.slow
 def test_killed_run_resumes_to_the_same_weights(tmp_path):
     straight = tmp_path / "straight.pt"
     run_toy("--checkpoint", str(straight), "--steps", "30")
@@ -56,6 +57,7 @@ def test_killed_run_resumes_to_the_same_weights(tmp_path):
         assert torch.equal(tensor, final["ema"][name]), f"ema {name}"
 
 
+@pytest.mark.slow
 def test_ddp_two_processes_equal_one_process_with_the_same_global_batch(tmp_path):
     single, ddp = tmp_path / "single.pt", tmp_path / "ddp.pt"
     common = ("--steps", "12", "--global-batch", "8", "--dropout", "0")  # dropout differs per rank: off

@@ -6,6 +6,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from semcolor.extract import safe_extract
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import convert_source
 from semcolor.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 
@@ -17,5 +18,6 @@ def build_world_shards(root: Path, num_train: int = 24, num_val: int = 8, image_
     archive = write_world_archive(config, root / "data" / "raw" / "synthetic" / "semantic_world.tar", progress=False)
     extracted = safe_extract(archive, root / "data" / "extracted" / "synthetic", progress=False)
     out = root / "data" / "shards" / "synthetic" / "128"
-    convert_source(Synthetic(extracted), out, 128, samples_per_shard=samples_per_shard, progress=False)
+    convert_source(Synthetic(extracted), out, 128, settings=ShardSettings(samples_per_shard=samples_per_shard),
+                   progress=False)
     return out

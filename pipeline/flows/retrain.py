@@ -51,9 +51,8 @@ from prefect.artifacts import create_markdown_artifact
 from prefect.cache_policies import NO_CACHE
 
 # model version tag holding the metric measured when it was challenger (semcolor.metric.<metric>)
-from semcolor.registry import METRIC_TAG_PREFIX
+from semcolor.registry import DEFAULT_MODEL, METRIC_TAG_PREFIX
 
-DEFAULT_MODEL = "semcolor-sdc-paper"
 DEFAULT_METRIC = "palette_accuracy"
 DEFAULT_CRON = "0 3 * * 0"  # Sundays 03:00 (the server's timezone, UTC unless configured)
 DEPLOYMENT_NAME = "weekly-retrain"

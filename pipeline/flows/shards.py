@@ -19,13 +19,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture
 from prefect.task_runners import ProcessPoolTaskRunner, TaskRunner
 
+from semcolor.shard_settings import ShardSettings
 from semcolor.shards import ConvertedSample, Skipped, SubmitChunk, convert_items, convert_source
 from semcolor.sources import get_source
 from semcolor.sources.base import Item, Source
@@ -75,10 +76,8 @@ def build_shards(
     out_root: str,
     sizes: list[int],
     splits: list[str] | None = None,
-    samples_per_shard: int = 1000,
+    settings: ShardSettings = ShardSettings(),
     chunk_size: int | None = None,
-    on_error: Literal["skip", "raise"] = "skip",
-    max_skipped_fraction: float = 0.01,
     max_in_flight: int | None = None,
     progress: bool = True,
     source_options: dict[str, Any] | None = None,
@@ -100,10 +99,8 @@ def build_shards(
             Path(out_root) / source / str(size),
             size,
             splits,
-            samples_per_shard=samples_per_shard,
+            settings=settings,
             chunk_size=chunk_size,
-            on_error=on_error,
-            max_skipped_fraction=max_skipped_fraction,
             progress=progress,
             submit_chunk_for=_chunk_submitter(source_object),
             window=in_flight,
@@ -132,9 +129,7 @@ def run_shards(
     size: int,
     splits: Sequence[str] | None = None,
     workers: int | None = None,
-    samples_per_shard: int = 1000,
-    on_error: Literal["skip", "raise"] = "skip",
-    max_skipped_fraction: float = 0.01,
+    settings: ShardSettings = ShardSettings(),
     dask_address: str | None = None,
     *,
     chunk_size: int | None = None,
@@ -154,10 +149,8 @@ def run_shards(
         out_root=str(out_root),
         sizes=[size],
         splits=None if splits is None else list(splits),
-        samples_per_shard=samples_per_shard,
+        settings=settings,
         chunk_size=chunk_size,
-        on_error=on_error,
-        max_skipped_fraction=max_skipped_fraction,
         max_in_flight=2 * (workers or default_workers()),
         progress=progress,
         source_options=source_options,

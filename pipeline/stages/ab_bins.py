@@ -1,7 +1,7 @@
 """DVC stage `ab_bins`: the empirical distribution of quantized ab over the training shards and the
 class-rebalancing weights of the classification colorizers (Zhang et al. 2016), cached as JSON.
 
-    python -m pipeline.stages.ab_bins
+    python -m pipeline.stages.ab_bins --shards data/shards/synthetic/128
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from pipeline.params import load_section
+from pipeline.params import load_section, shard_dir
 from semcolor.config import ConfigError
 
 
@@ -35,18 +35,21 @@ class AbBinsConfig:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--shards", default=None,
+                        help="the shard folder to count (dvc.yaml passes it); default: "
+                             "<data.shards_dir>/<ab_bins.source>/<ab_bins.size>")
     args = parser.parse_args(argv)
     try:
         config = load_section(AbBinsConfig, "ab_bins", args.params)
+        shards = Path(args.shards) if args.shards else shard_dir(config.source, config.size, args.params)
     except ConfigError as error:
         print(f"params.yaml: {error}", file=sys.stderr)
         return 2
     from semcolor.quantized_ab import write_bin_statistics
 
-    shard_dir = Path("data/shards") / config.source / str(config.size)
-    path = write_bin_statistics(shard_dir, config.out, config.split, config.max_samples, sigma=config.sigma,
+    path = write_bin_statistics(shards, config.out, config.split, config.max_samples, sigma=config.sigma,
                                 lam=config.lam)
-    print(f"ab bin statistics of {shard_dir} ({config.split}): {path}")
+    print(f"ab bin statistics of {shards} ({config.split}): {path}")
     return 0
 
 

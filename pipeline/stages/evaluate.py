@@ -2,6 +2,9 @@
 
     python -m pipeline.stages.evaluate               # models/*.pt -> metrics/evaluate.json, reports/figures/
     python -m pipeline.stages.evaluate --seed 1      # models/seeds/1/*.pt -> metrics/seeds/1/evaluate.json
+    python -m pipeline.stages.evaluate --shards data/shards/synthetic/128   # as dvc.yaml runs it
+
+``--shards DIR``: the validation and train shards (default ``<data.shards_dir>/<evaluate.source>/<size>``).
 
 The measuring is ``semcolor.evaluation_suite.evaluate_models``; this stage loads the params section
 `evaluate`, the validation shards, the train split's statistics (for the baselines) and the checkpoints,
@@ -23,9 +26,10 @@ import numpy as np
 from PIL import Image
 
 from pipeline import tracking
-from pipeline.params import load_section
+from pipeline.params import load_section, shard_dir as default_shard_dir
 from semcolor import baselines as bl
 from semcolor import evaluation as ev
+from semcolor import tracking_tags as tt
 from semcolor.atomic import write_json_atomic, write_text_atomic
 from semcolor.config import ConfigError, config_to_dict
 from semcolor.evaluation_suite import EvaluateConfig, World, evaluate_models
@@ -94,12 +98,13 @@ def load_models(models_dir: Path, names: set[str]) -> dict[str, Any]:
 
 
 def run(config: EvaluateConfig, seed: int | None = None, progress: bool = True,
-        run_id: str | None = None) -> dict[str, Any]:
+        run_id: str | None = None, shard_dir: Path | None = None) -> dict[str, Any]:
     """Evaluate the models of ``seed`` (None: the default stages') and write the record (and, for the
     default seed, the figures; ``run_id``, the stage's MLflow run, goes into figures/columns.json for the
-    report). Returns the record."""
+    report; ``shard_dir`` None: ``<data.shards_dir>/<source>/<size>`` of params.yaml). Returns the record."""
     paths = stage_paths(seed)
-    shard_dir = Path("data/shards") / config.source / str(config.size)
+    if shard_dir is None:
+        shard_dir = default_shard_dir(config.source, config.size)
     manifest = read_manifest(shard_dir)
     num_classes = len(manifest["class_names"])
     wanted = set(COLORIZERS) | set(SEGMENTERS) | {MAP_SEGMENTER, TABLE3_SEGMENTER}
@@ -158,19 +163,25 @@ def main(argv: list[str] | None = None) -> int:
                         help="evaluate the models of this extra training seed (models/seeds/<seed>/); "
                              "default: the default stages' models/")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--shards", default=None,
+                        help="the shard folder (dvc.yaml passes it); default: "
+                             "<data.shards_dir>/<evaluate.source>/<evaluate.size>")
     args = parser.parse_args(argv)
     try:
         config = load_section(EvaluateConfig, "evaluate", args.params)
+        if args.shards is None:
+            shard_dir = default_shard_dir(config.source, config.size, args.params)
+        else:
+            shard_dir = Path(args.shards)
     except ConfigError as error:
         print(f"params.yaml: {error}", file=sys.stderr)
         return 2
-    shard_dir = Path("data/shards") / config.source / str(config.size)
     stage = "evaluate" if args.seed is None else f"evaluate_seed@{args.seed}"
-    tags = {"semcolor.dataset": config.source, **({"semcolor.seed": str(args.seed)} if args.seed is not None else {})}
+    tags = {tt.TAG_DATASET: config.source, **({tt.TAG_SEED: str(args.seed)} if args.seed is not None else {})}
     with tracking.stage_run(stage, config_to_dict(config), manifest=shard_dir / "manifest.json", tags=tags,
                             dataset=tracking.DatasetRef(shard_dir, "evaluation")) as stage_run:
         record = run(config, args.seed, progress=not args.no_progress,
-                     run_id=stage_run.info.run_id if stage_run is not None else None)
+                     run_id=stage_run.info.run_id if stage_run is not None else None, shard_dir=shard_dir)
         images = record.pop("_images")
         if args.seed is None:
             for name, image in images.items():
@@ -181,8 +192,8 @@ def main(argv: list[str] | None = None) -> int:
         for model, figures in record["models"].items():
             family, _, variant = model.partition("_")
             with tracking.stage_run(f"evaluate/{model}", config_to_dict(config), manifest=shard_dir / "manifest.json",
-                                    tags={"semcolor.family": family, "semcolor.variant": variant,
-                                          "semcolor.dataset": config.source, "semcolor.evaluates": model},
+                                    tags={tt.TAG_FAMILY: family, tt.TAG_VARIANT: variant,
+                                          tt.TAG_DATASET: config.source, tt.TAG_EVALUATES: model},
                                     parent_run_id=stage_run.info.run_id, system_metrics=False):
                 tracking.log_metrics(figures)
     headline = {name: {k: v for k, v in record["models"].get(name, {}).items()

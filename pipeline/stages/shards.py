@@ -34,8 +34,7 @@ def main(argv: list[str] | None = None) -> int:
         from pipeline.flows.shards import run_shards
         manifest = run_shards(
             args.source, Path(data.extracted_dir) / args.source, data.shards_dir, args.size,
-            workers=shards.workers, samples_per_shard=shards.samples_per_shard, on_error=shards.on_error,
-            max_skipped_fraction=shards.max_skipped_fraction, dask_address=shards.dask_address,
+            workers=shards.workers, settings=shards.settings, dask_address=shards.dask_address,
             source_options=options,
         )
     print(f"{args.source} {args.size}: {manifest}")

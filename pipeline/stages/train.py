@@ -1,8 +1,11 @@
 """DVC stages `train_<family>@<variant>`: train one model on shards, track it in MLflow, register it.
 
-    python -m pipeline.stages.train psc plain        # train_psc@plain
-    python -m pipeline.stages.train sdc no_in        # train_sdc@no_in
+    python -m pipeline.stages.train psc plain --shards data/shards/synthetic/128   # train_psc@plain
+    python -m pipeline.stages.train sdc no_in        # train_sdc@no_in, shards of train_sdc.data
     python -m pipeline.stages.train psc plain --seed 1   # train_psc_seed@1-plain (make claims)
+
+``--shards DIR``: the shard folder (dvc.yaml passes the one it lists as the stage's dependency); without
+it, ``<data.shards_dir>/<train_<family>.data.source>/<size>``.
 
 The params section `train_<family>` holds the data, loader, train and model settings shared by the
 family's variants, and `variants.<variant>` names the registered model and its config overrides.
@@ -38,7 +41,9 @@ import torch
 
 from pipeline import tracking, tracking_health
 from pipeline.params import read_params, section
+from pipeline.params import shard_dir as default_shard_dir
 from pipeline.stage_main import stage_main
+from semcolor import tracking_tags as tt
 from semcolor.atomic import copy_file_atomic, write_json_atomic, write_text_atomic
 from semcolor.config import ConfigError, config_to_dict, load_config, relocate_keys
 from semcolor.loader import LoaderConfig, ShardBatches, read_manifest
@@ -80,8 +85,9 @@ class TrainStageConfig:
     class_weights_from: str | None = None  # ab-bin statistics JSON (stage ab_bins): its weights -> model class_weights
 
 
-def stage_paths(family: str, variant: str, shards_dir: str = "data/shards", seed: int | None = None
-                ) -> dict[str, Path]:
+def stage_paths(family: str, variant: str, seed: int | None = None) -> dict[str, Path]:
+    """Where a variant's stage writes: its checkpoint, the resumable progress checkpoint, curve and summary
+    (the default stages' under models/, plots/train/, metrics/train/; an extra seed's under seeds/<seed>/)."""
     name = f"{family}_{variant}"
     below = Path("seeds") / str(seed) if seed is not None else Path()
     return {
@@ -134,7 +140,10 @@ def _resumable(partial: Path, model_name: str, model_config: dict, train_config:
             and payload.get("extra", {}).get("manifest_sha256") == manifest_hash)
 
 
-def run(family: str, variant: str, params_path: str | Path = "params.yaml", seed: int | None = None) -> dict[str, Any]:
+def run(family: str, variant: str, params_path: str | Path = "params.yaml", seed: int | None = None,
+        shards: str | Path | None = None) -> dict[str, Any]:
+    """Train one variant on the shard folder ``shards`` (None: ``<data.shards_dir>/<source>/<size>`` of
+    ``train_<family>.data``) and write its outputs (``stage_paths``)."""
     stage, chosen, model_config = load_stage_config(family, variant, params_path, seed)
     stage_name = f"train_{family}@{variant}" if seed is None else f"train_{family}_seed@{seed}-{variant}"
     registry_family = stage.family or family
@@ -149,7 +158,10 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml", seed
         tracking_health.check_reachable()  # before any work: a dead server is one line, not 4 minutes
     torch.manual_seed(stage.train.seed)
     model = build_model(family, variant, chosen, model_config)
-    shard_dir = Path("data/shards") / stage.data.source / str(stage.data.size)
+    if shards is None:
+        shard_dir = default_shard_dir(stage.data.source, stage.data.size, params_path)
+    else:
+        shard_dir = Path(shards)
     manifest = shard_dir / "manifest.json"
     paths = stage_paths(family, variant, seed=seed)
     check_crop(f"train_{family}", stage, shard_dir)
@@ -170,8 +182,8 @@ def run(family: str, variant: str, params_path: str | Path = "params.yaml", seed
     tracked_config = {"stage": stage_name, "model_name": chosen.model, "model": model_config,
                       "train": config_to_dict(stage.train), "loader": config_to_dict(stage.loader),
                       "data": config_to_dict(stage.data), "world_size": context.world_size}
-    tags = {"semcolor.family": registry_family, "semcolor.variant": variant, "semcolor.dataset": stage.data.source,
-            "semcolor.model_name": chosen.model, **({"semcolor.seed": str(seed)} if seed is not None else {})}
+    tags = {tt.TAG_FAMILY: registry_family, tt.TAG_VARIANT: variant, tt.TAG_DATASET: stage.data.source,
+            tt.TAG_MODEL_NAME: chosen.model, **({tt.TAG_SEED: str(seed)} if seed is not None else {})}
     with tracking.stage_run(stage_name, tracked_config, manifest=manifest, tags=tags, enabled=context.is_main,
                             dataset=tracking.DatasetRef(shard_dir, "training")) as mlflow_run:
         for row in restored:  # a resumed run's MLflow curve carries the steps its killed predecessor logged
@@ -276,10 +288,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=None,
                         help="an extra training seed (make claims): overrides train.seed and loader.seed, "
                              "writes under models/seeds/<seed>/ and registers nothing")
+    parser.add_argument("--shards", default=None,
+                        help="the shard folder to train on (dvc.yaml passes it); default: "
+                             "<data.shards_dir>/<train_<family>.data.source>/<size>")
     args = parser.parse_args(argv)
 
     def work() -> int:
-        summary = run(args.family, args.variant, args.params, args.seed)
+        summary = run(args.family, args.variant, args.params, args.seed, args.shards)
         if summary:
             print(json.dumps(summary, indent=2))
         return 0

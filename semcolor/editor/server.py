@@ -62,7 +62,6 @@ from semcolor.color import lab_to_rgb8
 from semcolor.inference import (
     SDC_MULTIPLE,
     SDC_WORKING_SIZE,
-    UNKNOWN_CLASS,
     Colorizer,
     class_colors,
     map_palette,
@@ -70,6 +69,7 @@ from semcolor.inference import (
     resize_label_map,
     working_shape,
 )
+from semcolor.sources.base import IGNORE_INDEX
 from semcolor.photo_io import (
     DEFAULT_MAX_PIXELS,
     PhotoError,
@@ -211,11 +211,11 @@ class EditorApp:
                                "map must be application/octet-stream or image/png, "
                                f"got {content_type or 'none'}")
         num_classes = self.colorizer.num_classes or 0
-        bad = (seg >= num_classes) & (seg != UNKNOWN_CLASS)
+        bad = (seg >= num_classes) & (seg != IGNORE_INDEX)
         if bad.any():
             raise RequestError(HTTPStatus.BAD_REQUEST,
                                f"class id {int(seg[bad][0])} out of range: this model's classes are "
-                               f"0..{num_classes - 1} ({UNKNOWN_CLASS} = unknown)")
+                               f"0..{num_classes - 1} ({IGNORE_INDEX} = unknown)")
         return seg
 
     def colorize(self, index: int, seg: np.ndarray | None, seed: int) -> bytes:

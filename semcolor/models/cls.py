@@ -44,7 +44,7 @@ import torch.nn.functional as F
 
 from semcolor.config import load_config
 from semcolor.models import register_model
-from semcolor.models.gridnet import IGNORE_INDEX
+from semcolor.sources.base import IGNORE_INDEX
 from semcolor.models.interface import ColorizationModel, Segmenter, eval_mode, pad_to_multiple
 from semcolor.models.interface import working_shape as _working_shape
 from semcolor.models.sdc import DecoderLayer, EncoderLayer, SdcConfig, SemanticMapInput

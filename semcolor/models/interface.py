@@ -9,7 +9,7 @@ Units (the loader's, ``semcolor.scaling``), for every method below:
 
 - ``L``: float (N, 1, H, W), ``L / 50 - 1`` in [-1, 1] (CIE L in [0, 100]); any H and W >= 1.
 - ``ab``: float (N, 2, H, W), ``ab / 128`` in [-1, 1) (CIE a/b in [-128, 127]).
-- maps: long (N, H, W) class indices in [0, num_classes) or 255 (``UNKNOWN_CLASS``: unknown / ignored).
+- maps: long (N, H, W) class indices in [0, num_classes) or 255 (``IGNORE_INDEX``: unknown / ignored).
 
 Every prediction comes back at the input's own H x W, whatever the network's stride: the model pads or
 resizes internally (``pad_to_multiple``, ``resize_gray``, ``upsample_ab``), so callers never do.
@@ -27,7 +27,9 @@ from typing import Protocol, runtime_checkable
 import torch
 import torch.nn.functional as F
 
-UNKNOWN_CLASS = 255  # the ignore value of every map (sources.base.IGNORE_INDEX)
+from semcolor.scaling import upsample_ab  # noqa: F401  (part of this module's resizing helpers)
+from semcolor.sources.base import IGNORE_INDEX
+
 
 
 @runtime_checkable
@@ -144,14 +146,14 @@ def pad_to_multiple(x: torch.Tensor, multiple: int, min_size: int = 0) -> torch.
     """Pad the last two dims bottom/right up to multiples of ``multiple`` (and at least ``min_size``).
 
     Float images (N, C, H, W) by reflection, replication where a side is too short to reflect; integer maps
-    (N, H, W) with ``UNKNOWN_CLASS`` (255). Crop the result back with ``[..., :H, :W]``."""
+    (N, H, W) with ``IGNORE_INDEX`` (255). Crop the result back with ``[..., :H, :W]``."""
     height, width = x.shape[-2:]
     pad_h = max(min_size, -(-height // multiple) * multiple) - height
     pad_w = max(min_size, -(-width // multiple) * multiple) - width
     if pad_h == 0 and pad_w == 0:
         return x
     if not x.is_floating_point():
-        return F.pad(x, (0, pad_w, 0, pad_h), value=UNKNOWN_CLASS)
+        return F.pad(x, (0, pad_w, 0, pad_h), value=IGNORE_INDEX)
     mode = "reflect" if pad_h < height and pad_w < width else "replicate"
     return F.pad(x, (0, pad_w, 0, pad_h), mode=mode)
 
@@ -162,15 +164,6 @@ def resize_gray(L: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return L
     shrinking = size[0] < L.shape[-2] or size[1] < L.shape[-1]
     return F.interpolate(L, size=size, mode="bilinear", align_corners=False, antialias=shrinking)
-
-
-def upsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """ab (..., 2, h, w) -> (..., 2, *size), bilinear; unchanged at equal size."""
-    if tuple(ab.shape[-2:]) == tuple(size):
-        return ab
-    lead = ab.shape[:-3]
-    flat = ab.reshape(-1, *ab.shape[-3:])
-    return F.interpolate(flat, size=size, mode="bilinear", align_corners=False).reshape(*lead, 2, *size)
 
 
 def upsample_logits(logits: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

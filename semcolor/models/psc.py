@@ -73,18 +73,18 @@ import torch.nn.functional as F
 
 from semcolor.config import load_config
 from semcolor.models import mixture, register_model
+from semcolor.models.pixelcnn import ConditionalGatedPixelCNN, sample_cached, sample_naive
 from semcolor.models.interface import (
     ColorizationModel,
     Segmenter,
     eval_mode,
     resize_gray,
     round_to,
-    upsample_ab as _upsample_ab,
     upsample_logits,
 )
 from semcolor.models.interface import working_shape as _working_shape
 from semcolor.models.weight_norm import data_dependent_init, wn_conv2d
-from semcolor.scaling import AB_SCALE
+from semcolor.scaling import AB_SCALE, unit_to_lab, upsample_ab
 from semcolor.sources.base import IGNORE_INDEX
 DOWNSAMPLE = 4  # the model's a/b resolution is 1/4 of the input's (two stride-2 convolutions)
 WORKING_SIZE = 128  # the paper's training size: the long side a photo is resized to for inference
@@ -257,101 +257,6 @@ class FilmConditioning(nn.Module):
         return features * (1.0 + gamma) + beta
 
 
-def down_shift(x: torch.Tensor) -> torch.Tensor:
-    """Move every row one down (zeros in row 0): position (i, j) then holds row i - 1."""
-    return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]
-
-
-def right_shift(x: torch.Tensor) -> torch.Tensor:
-    """Move every column one right (zeros in column 0): position (i, j) then holds column j - 1."""
-    return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
-
-
-class GatedPixelCNNLayer(nn.Module):
-    """One layer of the gated PixelCNN (van den Oord et al. 2016), vertical and horizontal stacks.
-
-    Both stacks are kept *strictly causal*: the vertical stack at (i, j) sees only rows < i, the horizontal
-    stack only rows < i plus row i left of j. The first layer gets that by shifting the a/b image (down for
-    the vertical stack, right for the horizontal one: mask A); later layers use kernels that include their
-    own position (mask B): vertical ``(r + 1) x (2r + 1)`` over rows i - r..i, horizontal ``1 x (r + 1)`` over
-    columns j - r..j. The 1x1 link from vertical to horizontal at the same position closes the blind spot.
-    Convolutions carry no padding: ``forward`` pads, so the cached sampler can run them on slices.
-    """
-
-    def __init__(self, in_channels: int, channels: int, cond_channels: int, kernel: int, first: bool):
-        super().__init__()
-        self.radius = kernel // 2
-        self.first = first
-        r = self.radius
-        self.conv_vertical = wn_conv2d(in_channels, 2 * channels, (r + 1, 2 * r + 1))
-        self.conv_horizontal = wn_conv2d(in_channels, 2 * channels, (1, r + 1))
-        self.link = wn_conv2d(2 * channels, 2 * channels, 1)
-        self.condition = wn_conv2d(cond_channels, 4 * channels, 1)  # (vertical, horizontal) gate biases
-        # a residual branch (every layer but the first) starts small, as the trunk's residual blocks
-        self.out = wn_conv2d(channels, channels, 1, init_scale=1.0 if first else 0.1)
-
-    def pad_vertical(self, v: torch.Tensor) -> torch.Tensor:
-        r = self.radius
-        return F.pad(v, (r, r, r, 0))
-
-    def pad_horizontal(self, h: torch.Tensor) -> torch.Tensor:
-        return F.pad(h, (self.radius, 0, 0, 0))
-
-    @staticmethod
-    def gate(pre: torch.Tensor) -> torch.Tensor:
-        u, g = pre.chunk(2, dim=1)
-        return torch.tanh(u) * torch.sigmoid(g)
-
-    def forward(
-        self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        cond_v, cond_h = self.condition(cond).chunk(2, dim=1)
-        v_pre = self.conv_vertical(self.pad_vertical(v)) + cond_v
-        h_pre = self.conv_horizontal(self.pad_horizontal(h)) + self.link(v_pre) + cond_h
-        h_out = self.out(self.gate(h_pre))
-        if not self.first:  # the first layer's input is the (shifted) image itself: no residual
-            h_out = h_out + h
-        return self.gate(v_pre), h_out
-
-
-class ConditionalGatedPixelCNN(nn.Module):
-    """g: params of the (a, b) mixture at every pixel of the 1/4-resolution image, given earlier pixels.
-
-    ``forward(ab, cond)``: ab ``(N, 2, h, w)`` in [-1, 1]; cond ``(N, cond_channels, h, w)``.
-    Returns ``(N, P, h, w)`` mixture parameters for pixel (i, j) that depend on ab only at pixels before
-    (i, j) in raster order. A constant ones channel is appended to ab so zero padding is distinguishable
-    from a gray (a = b = 0) pixel.
-    """
-
-    def __init__(self, config: PscConfig, cond_channels: int):
-        super().__init__()
-        channels = config.generator_channels  # not scaled by width: g's capacity is chosen on its own
-        self.channels = channels
-        self.layers = nn.ModuleList(
-            GatedPixelCNNLayer(
-                3 if i == 0 else channels, channels, cond_channels, config.generator_kernel, first=i == 0
-            )
-            for i in range(config.generator_layers)
-        )
-        self.head_hidden = wn_conv2d(channels, channels, 1)
-        num_params = mixture.num_mixture_params(config.num_mixtures, config.condition_on_L)
-        self.head_out = wn_conv2d(channels, num_params, 1, init_scale=0.1)
-
-    @staticmethod
-    def with_ones(ab: torch.Tensor) -> torch.Tensor:
-        return torch.cat([ab, torch.ones_like(ab[:, :1])], dim=1)
-
-    def head(self, h: torch.Tensor) -> torch.Tensor:
-        return self.head_out(F.elu(self.head_hidden(F.elu(h))))
-
-    def forward(self, ab: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
-        x = self.with_ones(ab)
-        v, h = down_shift(x), right_shift(x)
-        for layer in self.layers:
-            v, h = layer(v, h, cond)
-        return self.head(h)
-
-
 # ------------------------------------------------------------------------------------------------------ model
 
 
@@ -391,14 +296,6 @@ def downsample_L(L: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(L, DOWNSAMPLE)
 
 
-def upsample_ab(ab: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """a/b ``(..., 2, h, w)`` -> ``(..., 2, *size)`` by bilinear interpolation (values stay in [-1, 1])."""
-    lead = ab.shape[:-3]
-    flat = ab.reshape(-1, *ab.shape[-3:])
-    up = F.interpolate(flat, size=size, mode="bilinear", align_corners=False)
-    return up.reshape(*lead, 2, *size).clamp(-1.0, 1.0)
-
-
 def combine_L_ab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     """Join the original full-resolution L with (upsampled) a/b into Lab in physical units.
 
@@ -407,10 +304,9 @@ def combine_L_ab(L: torch.Tensor, ab: torch.Tensor) -> torch.Tensor:
     Returns ``(N, 3, H, W)`` or ``(N, k, 3, H, W)`` with L in [0, 100] and a, b in [-128, 127] (channel
     order L, a, b), ready for ``semcolor.color.lab_to_srgb_torch``.
     """
-    size = (L.shape[-2], L.shape[-1])
-    ab_full = upsample_ab(ab, size)
+    ab_full = upsample_ab(ab, (L.shape[-2], L.shape[-1]))
     L_full = L if ab.dim() == 4 else L.unsqueeze(1).expand(-1, ab.shape[1], -1, -1, -1)
-    return torch.cat([(L_full + 1.0) * 50.0, (ab_full * AB_SCALE).clamp(-128.0, 127.0)], dim=-3)
+    return unit_to_lab(L_full, ab_full)
 
 
 class PixelatedSemanticColorization(nn.Module):
@@ -431,7 +327,14 @@ class PixelatedSemanticColorization(nn.Module):
                 self.film = FilmConditioning(config.num_classes, cond_channels)
             else:
                 cond_channels += config.num_classes
-        self.generator = ConditionalGatedPixelCNN(config, cond_channels)
+        self.generator = ConditionalGatedPixelCNN(
+            cond_channels=cond_channels,
+            channels=config.generator_channels,  # not scaled by width: g's capacity is chosen on its own
+            num_layers=config.generator_layers,
+            kernel=config.generator_kernel,
+            num_mixtures=config.num_mixtures,
+            condition_on_L=config.condition_on_L,
+        )
 
     # --- the three parts ---------------------------------------------------------------------------------
 
@@ -617,14 +520,12 @@ class PixelatedSemanticColorization(nn.Module):
         ``seed`` covers the whole call: the images of one call differ, but a second call with the same
         ``seed`` repeats the same noise for its n-th image.
         Same noise -> same samples, for either ``method`` (``naive``: one full pass of g per pixel;
-        ``cached``: incremental, see ``semcolor.models.pixelcnn_sampling``). ``temperature`` > 0 (1 = the
+        ``cached``: incremental, see ``semcolor.models.pixelcnn``). ``temperature`` > 0 (1 = the
         model's distribution). ``combine_L_ab(L, samples)`` gives ``(N, k, 3, H, W)`` Lab at full resolution.
         """
-        from semcolor.models import pixelcnn_sampling  # the sampler imports this module's layer classes
-
         if k < 1:
             raise ValueError(f"k must be >= 1, got {k}")
-        samplers = {"naive": pixelcnn_sampling.sample_naive, "cached": pixelcnn_sampling.sample_cached}
+        samplers = {"naive": sample_naive, "cached": sample_cached}
         if method not in samplers:
             raise ValueError(f"method must be 'cached' or 'naive', got {method!r}")
         count = L.shape[0]
@@ -681,7 +582,7 @@ class PixelatedSemanticColorization(nn.Module):
                    segmenter: Segmenter | None = None) -> torch.Tensor:
         """The non-autoregressive head's mixture mean (``colorize_fast``) at L's size; no map is used."""
         with eval_mode(self):
-            return _upsample_ab(self.colorize_fast(self._model_size(L)), tuple(L.shape[-2:]))
+            return upsample_ab(self.colorize_fast(self._model_size(L)), tuple(L.shape[-2:]))
 
     def predict_logits(self, L: torch.Tensor, ab: torch.Tensor | None = None) -> torch.Tensor:
         """The segmentation branch's logits at L's size (``ab`` is not an input of h); ValueError for plain."""
@@ -713,7 +614,7 @@ class PixelatedSemanticColorization(nn.Module):
                                 seed=int(seeds[start]), progress=progress)
                     for start in range(0, L_in.shape[0], SAMPLE_GROUP)
                 ])
-        return _upsample_ab(draws, tuple(size or L.shape[-2:]))
+        return upsample_ab(draws, tuple(size or L.shape[-2:]))
 
     def accelerated(self) -> ColorizationModel:
         return self

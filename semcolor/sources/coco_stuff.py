@@ -33,7 +33,7 @@ import numpy as np
 import scipy.io
 from pycocotools import mask as mask_utils
 
-from semcolor.sources._labels import (
+from semcolor.sources.labels import (
     check_key,
     decode_image_and_label,
     missing_tree_error,

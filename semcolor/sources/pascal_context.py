@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import numpy as np
 import scipy.io
 
-from semcolor.sources._labels import decode_image_and_label, missing_tree_error, read_id_list
+from semcolor.sources.labels import decode_image_and_label, missing_tree_error, read_id_list
 from semcolor.sources.base import Archive, Item, Sample, Source
 from semcolor.sources.class_lists import ClassNamesFromList, read_class_list
 

@@ -21,7 +21,7 @@ import numpy as np
 import scipy.io
 from scipy.io.matlab import MatReadError
 
-from semcolor.sources._labels import ListedPairSource, decode_image_and_label, sample_metadata
+from semcolor.sources.labels import ListedPairSource, decode_image_and_label, sample_metadata
 from semcolor.sources.base import Archive, Item, Sample
 from semcolor.sources.voc2012 import VOC_CLASS_NAMES
 

@@ -111,7 +111,7 @@ from semcolor.atomic import atomic_output
 from semcolor.color import lab_to_srgb, srgb_to_lab
 from semcolor.config import config_to_dict
 from semcolor.metrics import Palette
-from semcolor.sources._labels import encode_palette_png, missing_tree_error, voc_colormap
+from semcolor.sources.labels import encode_palette_png, missing_tree_error, voc_colormap
 from semcolor.sources.base import IGNORE_INDEX, Archive, Item, Sample, SampleError
 from semcolor.sources.voc2012 import Voc2012
 

@@ -15,7 +15,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
-from semcolor.sources._labels import (
+from semcolor.sources.labels import (
     ListedPairSource,
     decode_image_and_label,
     decode_image_and_label_resized,
@@ -107,7 +107,7 @@ class Voc2012(ListedPairSource):
     def load_resized(self, item: Item, size: int) -> Sample:
         """``load`` for the shard converter: image uint8 (size, size, 3) and label uint8 (size, size),
         resized as ``semcolor.shards`` stores them (JPEG draft decoding when the photo is at least twice
-        ``size``, see ``semcolor.sources._labels``), with the same checks and SampleErrors as ``load``.
+        ``size``, see ``semcolor.sources.labels``), with the same checks and SampleErrors as ``load``.
         ``metadata['original_size']`` is the image file's own [width, height]."""
         image_path, label_path = (Path(path) for path in item.paths)
         image, label, (height, width) = decode_image_and_label_resized(

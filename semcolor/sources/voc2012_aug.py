@@ -22,7 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import ClassVar
 
-from semcolor.sources._labels import (
+from semcolor.sources.labels import (
     decode_image_and_label,
     missing_tree_error,
     read_palette_indices,

@@ -17,12 +17,9 @@ import numpy as np
 import torch
 
 from semcolor.atomic import atomic_output
+from semcolor.errors import CheckpointError
 
 FORMAT_VERSION = 1
-
-
-class CheckpointError(ValueError):
-    """A file is not a usable semcolor checkpoint; the message names it and says what to do."""
 
 
 def rng_state() -> dict[str, Any]:

@@ -41,6 +41,7 @@ from semcolor.config import config_to_dict
 from semcolor.training.checkpoint import load_checkpoint, rng_state, save_checkpoint, set_rng_state
 from semcolor.training.distributed import DistributedContext
 from semcolor.training.ema import ExponentialMovingAverage
+from semcolor.errors import NonFiniteLossError
 
 
 @dataclass(frozen=True)
@@ -100,10 +101,6 @@ class Batches(Protocol):
     def set_epoch(self, epoch: int) -> None: ...
 
     def __iter__(self) -> Iterator[dict[str, Any]]: ...
-
-
-class NonFiniteLossError(FloatingPointError):
-    """The loss became NaN or infinite; the message names the step and the batch's sample keys."""
 
 
 @dataclass

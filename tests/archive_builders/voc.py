@@ -23,7 +23,7 @@ import numpy as np
 import scipy.io
 import scipy.sparse
 
-from semcolor.sources._labels import encode_palette_png, voc_colormap
+from semcolor.sources.labels import encode_palette_png, voc_colormap
 from tests.archive_builders import encode_jpeg, truncate, write_tar
 
 VOC_TAR_NAME = "VOCtrainval_11-May-2012.tar"

@@ -1,4 +1,9 @@
-"""Autoregressive sampling from the conditional gated PixelCNN of ``semcolor.models.psc``: naive and cached.
+"""The conditional gated PixelCNN (generator g of ``semcolor.models.psc``): its layers and its two samplers.
+
+``GatedPixelCNNLayer`` and ``ConditionalGatedPixelCNN`` are the network; ``sample_naive`` and
+``sample_cached`` draw from it autoregressively. They live in one module because the cached sampler
+re-implements a layer's arithmetic on cached slices (it reads the layers' weights and padding directly):
+the two must change together.
 
 Both samplers visit the a/b pixels in raster order, turn the generator's output at the pixel into mixture
 parameters and call ``mixture.sample`` on exactly the same ``(B, P)`` tensor shapes in exactly the same
@@ -22,11 +27,119 @@ image's samples do not depend on which other images share its batch).
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from semcolor.models import mixture
-from semcolor.models.psc import ConditionalGatedPixelCNN, GatedPixelCNNLayer
+from semcolor.models.weight_norm import wn_conv2d
+
+# ----------------------------------------------------------------------------------------------------- layers
+
+
+def down_shift(x: torch.Tensor) -> torch.Tensor:
+    """Move every row one down (zeros in row 0): position (i, j) then holds row i - 1."""
+    return F.pad(x, (0, 0, 1, 0))[:, :, :-1, :]
+
+
+def right_shift(x: torch.Tensor) -> torch.Tensor:
+    """Move every column one right (zeros in column 0): position (i, j) then holds column j - 1."""
+    return F.pad(x, (1, 0, 0, 0))[:, :, :, :-1]
+
+
+class GatedPixelCNNLayer(nn.Module):
+    """One layer of the gated PixelCNN (van den Oord et al. 2016), vertical and horizontal stacks.
+
+    Both stacks are kept *strictly causal*: the vertical stack at (i, j) sees only rows < i, the horizontal
+    stack only rows < i plus row i left of j. The first layer gets that by shifting the a/b image (down for
+    the vertical stack, right for the horizontal one: mask A); later layers use kernels that include their
+    own position (mask B): vertical ``(r + 1) x (2r + 1)`` over rows i - r..i, horizontal ``1 x (r + 1)`` over
+    columns j - r..j. The 1x1 link from vertical to horizontal at the same position closes the blind spot.
+    Convolutions carry no padding: ``forward`` pads, so the cached sampler can run them on slices.
+    """
+
+    def __init__(self, in_channels: int, channels: int, cond_channels: int, kernel: int, first: bool):
+        super().__init__()
+        self.radius = kernel // 2
+        self.first = first
+        r = self.radius
+        self.conv_vertical = wn_conv2d(in_channels, 2 * channels, (r + 1, 2 * r + 1))
+        self.conv_horizontal = wn_conv2d(in_channels, 2 * channels, (1, r + 1))
+        self.link = wn_conv2d(2 * channels, 2 * channels, 1)
+        self.condition = wn_conv2d(cond_channels, 4 * channels, 1)  # (vertical, horizontal) gate biases
+        # a residual branch (every layer but the first) starts small, as the trunk's residual blocks
+        self.out = wn_conv2d(channels, channels, 1, init_scale=1.0 if first else 0.1)
+
+    def pad_vertical(self, v: torch.Tensor) -> torch.Tensor:
+        r = self.radius
+        return F.pad(v, (r, r, r, 0))
+
+    def pad_horizontal(self, h: torch.Tensor) -> torch.Tensor:
+        return F.pad(h, (self.radius, 0, 0, 0))
+
+    @staticmethod
+    def gate(pre: torch.Tensor) -> torch.Tensor:
+        u, g = pre.chunk(2, dim=1)
+        return torch.tanh(u) * torch.sigmoid(g)
+
+    def forward(
+        self, v: torch.Tensor, h: torch.Tensor, cond: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        cond_v, cond_h = self.condition(cond).chunk(2, dim=1)
+        v_pre = self.conv_vertical(self.pad_vertical(v)) + cond_v
+        h_pre = self.conv_horizontal(self.pad_horizontal(h)) + self.link(v_pre) + cond_h
+        h_out = self.out(self.gate(h_pre))
+        if not self.first:  # the first layer's input is the (shifted) image itself: no residual
+            h_out = h_out + h
+        return self.gate(v_pre), h_out
+
+
+class ConditionalGatedPixelCNN(nn.Module):
+    """g: params of the (a, b) mixture at every pixel of the 1/4-resolution image, given earlier pixels.
+
+    ``forward(ab, cond)``: ab ``(N, 2, h, w)`` in [-1, 1]; cond ``(N, cond_channels, h, w)``.
+    Returns ``(N, P, h, w)`` mixture parameters for pixel (i, j) that depend on ab only at pixels before
+    (i, j) in raster order. A constant ones channel is appended to ab so zero padding is distinguishable
+    from a gray (a = b = 0) pixel.
+    """
+
+    def __init__(
+        self,
+        cond_channels: int,
+        channels: int,
+        num_layers: int,
+        kernel: int,
+        num_mixtures: int,
+        condition_on_L: bool,
+    ):
+        super().__init__()
+        self.channels = channels
+        self.layers = nn.ModuleList(
+            GatedPixelCNNLayer(
+                3 if i == 0 else channels, channels, cond_channels, kernel, first=i == 0
+            )
+            for i in range(num_layers)
+        )
+        self.head_hidden = wn_conv2d(channels, channels, 1)
+        num_params = mixture.num_mixture_params(num_mixtures, condition_on_L)
+        self.head_out = wn_conv2d(channels, num_params, 1, init_scale=0.1)
+
+    @staticmethod
+    def with_ones(ab: torch.Tensor) -> torch.Tensor:
+        return torch.cat([ab, torch.ones_like(ab[:, :1])], dim=1)
+
+    def head(self, h: torch.Tensor) -> torch.Tensor:
+        return self.head_out(F.elu(self.head_hidden(F.elu(h))))
+
+    def forward(self, ab: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+        x = self.with_ones(ab)
+        v, h = down_shift(x), right_shift(x)
+        for layer in self.layers:
+            v, h = layer(v, h, cond)
+        return self.head(h)
+
+
+# --------------------------------------------------------------------------------------------------- samplers
 
 
 def _pixel_noise(noise: torch.Tensor | None, cond: torch.Tensor, num_mixtures: int) -> list | None:
