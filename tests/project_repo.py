@@ -24,7 +24,8 @@ import os
 import shutil
 import subprocess
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,21 @@ DEMO_PHOTOS = ("lusitania-wiki-common.png", "colton-sturgeon--Izy1v9Roeg-unsplas
                "brian-61OqtzLUWko-unsplash.png")
 
 
+USER_TRACKING_VARIABLES = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_NAME",
+                           "MLFLOW_EXPERIMENT_ID", "MLFLOW_RUN_ID", "SEMCOLOR_EXPERIMENT", "SEMCOLOR_PARENT_RUN_ID",
+                           "PREFECT_API_URL")
+
+
+@contextmanager
+def _without_environment(*names: str) -> Iterator[None]:
+    """``names`` absent from os.environ inside the block, restored after it."""
+    saved = {name: os.environ.pop(name) for name in names if name in os.environ}
+    try:
+        yield
+    finally:
+        os.environ.update(saved)
+
+
 def build_demo_like_project(root: Path, mlflow_template: Path, shared_dir: Path,
                             timeout: float = 2400.0) -> Path:
     """``root/project``: the project after a tiny `make demo`, laid out as a user has it - `dvc repro` of
@@ -231,8 +247,10 @@ def build_demo_like_project(root: Path, mlflow_template: Path, shared_dir: Path,
     repo = make_project_repo(root, TINY_PIPELINE)
     shutil.copyfile(mlflow_template, repo / "mlflow.db")
     (repo / ".venv").symlink_to(Path(sys.executable).parent.parent, target_is_directory=True)
-    with prefect_server() as url:
+    # built lazily inside whichever test first asks for it: that test's tracking variables (a store of its
+    # own, set with monkeypatch) must not send this project's runs elsewhere
+    with _without_environment(*USER_TRACKING_VARIABLES), prefect_server() as url:
         run_dvc(repo, "repro", env={"PREFECT_API_URL": url}, timeout=timeout)
-    run_command(repo, sys.executable, "-m", "pipeline.champions")
+        run_command(repo, sys.executable, "-m", "pipeline.champions")
     git_commit(repo, "after a tiny make demo")
     return repo

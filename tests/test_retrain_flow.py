@@ -346,7 +346,7 @@ def test_missing_metric_fails_in_evaluate_and_names_the_file(prefect_api: str, s
     assert state.is_failed()
     message = str(state.result(raise_on_failure=False))
     assert "metrics/evaluate.json has no models.toy_base.colorfulness" in message
-    assert "'toy_base': ['psnr', 'palette_accuracy']" in message
+    assert "'toy_base': ['palette_accuracy', 'psnr']" in message
     assert alias_version(store, "champion") is None
 
 
