@@ -28,7 +28,7 @@ def mode(path: Path) -> int:
 
 def writers(tmp_path: Path):
     """Every atomic writer of the project, each writing one file into tmp_path; name -> (path, write)."""
-    from semcolor.tracking.comparison_grid import write_png
+    from semcolor.evaluation.tiles import write_png
     from semcolor.app.photo_io import write_image_atomic
     from semcolor.training.checkpoint import save_checkpoint
 

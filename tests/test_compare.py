@@ -15,7 +15,8 @@ from PIL import Image
 
 from semcolor.color import decode_lab8, lab_to_rgb8, rgb8_to_lab, rgb8_to_lab8
 from semcolor.tracking import compare, run_table, runs as tracked_runs
-from semcolor.tracking.comparison_grid import LABEL_HEIGHT, GridModel, comparison_grid, grid_models
+from semcolor.evaluation.tiles import LABEL_HEIGHT
+from semcolor.tracking.comparison_grid import GridModel, comparison_grid, grid_models
 from semcolor.tracking.run_table import (
     ComparisonTable,
     build_table,

@@ -92,11 +92,12 @@ def colorization_metrics(data: EvalSet, predicted_ab: torch.Tensor, palette: met
 
 def psnr_and_palette_accuracy(data: EvalSet, predicted_ab: torch.Tensor, palette: metrics.Palette | None = None
                               ) -> dict[str, float]:
-    """The two figures of ``colorization_metrics`` a sweep needs, at a fifth of its cost: psnr and (with a
-    palette) palette_accuracy, computed exactly as there."""
+    """The figures of ``colorization_metrics`` a sweep needs, at a fifth of its cost: psnr, colorfulness and
+    (with a palette) palette_accuracy, computed exactly as there."""
     ab = upsample_ab(predicted_ab.float(), data.L.shape[-1])
     rgb_pred = np.round(lab_to_srgb(to_lab(data.L, ab)) * 255.0).astype(np.uint8)
-    result = {"psnr": float(np.mean([metrics.psnr(p, t) for p, t in zip(rgb_pred, data.reference()["rgb"])]))}
+    result = {"psnr": float(np.mean([metrics.psnr(p, t) for p, t in zip(rgb_pred, data.reference()["rgb"])])),
+              "colorfulness": float(np.mean([metrics.colorfulness(p) for p in rgb_pred]))}
     if palette is not None:
         result["palette_accuracy"] = metrics.palette_accuracy(palette_confusion(data, ab, palette))
     return result

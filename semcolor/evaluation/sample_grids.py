@@ -8,7 +8,7 @@ in the picture:
 - segmenters (``gridnet_*``): ``gray | truth | predicted`` maps in the label palette (a segmenter trained on
   color, ``input_mode: lab``, sees the real colors).
 
-Built from ``semcolor.tracking.comparison_grid``'s tiles, so a training run's grid and ``semcolor compare --grid`` agree.
+Built from ``semcolor.evaluation.tiles``, as ``semcolor compare --grid`` is, so the two agree.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from semcolor.models.interface import ColorizationModel, as_segmenter
-from semcolor.tracking.comparison_grid import (
+from semcolor.evaluation.tiles import (
     ValidationImages,
     assemble_grid,
     colorize_tiles,

@@ -263,10 +263,7 @@ def _temperature_sweep(model: nn.Module, data: ev.EvalSet, config: EvaluateConfi
     columns = {"gray": ev.to_rgb8(data.L[:3], torch.zeros_like(data.ab[:3])), "real": ev.to_rgb8(data.L[:3], data.ab[:3])}
     for temperature in config.sweep_temperatures:
         samples = _draw(model, data, 2, temperature, config.seed, config.batch_size)
-        scored = ev.colorization_metrics(data, samples[:, 0], palette)
-        entry = {key: scored[key] for key in ("psnr", "colorfulness") if key in scored}
-        if palette is not None:
-            entry["palette_accuracy"] = scored["palette_accuracy"]
+        entry = ev.psnr_and_palette_accuracy(data, samples[:, 0], palette)
         entry.update(ev.diversity_metrics(data, samples, None))
         figures[SWEEP_TEMPERATURE_KEY.format(temperature)] = entry
         columns[f"T={temperature:g}"] = ev.to_rgb8(data.L[:3], ev.upsample_ab(samples[:3, 0].float(), data.L.shape[-1]))
