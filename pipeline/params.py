@@ -10,9 +10,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-import yaml
 
-from semcolor.config import ConfigError, load_config
+from semcolor.config import ConfigError, load_config, parse_yaml
 from semcolor.data.shard_settings import ShardSettings
 
 T = TypeVar("T")
@@ -24,7 +23,7 @@ def read_params(path: str | Path = DEFAULT_PARAMS) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"params file not found: {path.resolve()} (run from the project root)")
-    data = yaml.safe_load(path.read_text()) or {}
+    data = parse_yaml(path.read_text()) or {}
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     return data

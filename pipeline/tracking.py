@@ -19,10 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from pipeline import tracking_health
 from semcolor import hashing
+from semcolor.config import parse_yaml
 from semcolor.tracking import tags as tt
 
 EXPERIMENT = os.environ.get("SEMCOLOR_EXPERIMENT", "semcolor")
@@ -50,7 +50,7 @@ def dvc_lock_inputs_hash(stage: str, lock_path: str | Path = "dvc.lock") -> str:
     path = Path(lock_path)
     if not path.is_file():
         return ""
-    entry = (yaml.safe_load(path.read_text()) or {}).get("stages", {}).get(stage)
+    entry = (parse_yaml(path.read_text()) or {}).get("stages", {}).get(stage)
     if not entry:
         return ""
     relevant = {"deps": entry.get("deps", []), "params": entry.get("params", {})}

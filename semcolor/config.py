@@ -14,6 +14,8 @@ import typing
 from collections.abc import Mapping
 from typing import Any, TypeVar, get_args, get_origin, get_type_hints
 
+import yaml
+
 T = TypeVar("T")
 # a decimal number in plain or scientific notation (no nan/inf, hex or underscores)
 _DECIMAL_NUMBER = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?")
@@ -135,3 +137,13 @@ def relocate_keys(error: ConfigError, root: str, place: "typing.Callable[[str], 
     ``place("")``. For configs built by a library function (a model factory) from a params sub-mapping."""
     pattern = re.compile(rf"(?<![\w.]){re.escape(root)}(?:\.(\w+)|(?=:))")
     return ConfigError(pattern.sub(lambda match: place(match.group(1) or "").rstrip("."), str(error)))
+
+
+# libyaml's parser where PyYAML was built with it: params.yaml, dvc.yaml and dvc.lock parse ~10x faster
+# (pure-Python parsing of them cost a training stage ~2.5 s); the same safe subset of YAML either way
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def parse_yaml(text: str) -> Any:
+    """``yaml.safe_load`` with libyaml's parser when it is available."""
+    return yaml.load(text, Loader=_SAFE_LOADER)
