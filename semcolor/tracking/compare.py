@@ -6,27 +6,9 @@ stages it groups: ``train``, ``train_psc``, ``evaluate``), ``semcolor.family`` (
 ``semcolor.variant`` (full, paper, ...), ``semcolor.dataset`` (the shard source) and
 ``semcolor.model_name``. Runs without a family tag (other tools' runs) are never listed.
 
-A table row is one run: run id, experiment, stage, family, variant, dataset, key params (``params.<key>``,
-the flattened config, e.g. ``params.train.lr``) and metrics (``metrics.<name>``, the last logged value;
-MLflow's system metrics ``system/...`` are left out). Formats: ``table`` (aligned plain text),
-``markdown`` (a GitHub table) and ``csv`` (full precision, empty cell = not logged).
-
-By default the command is meant to be read: the text formats print one table per kind of run (evaluation,
-training, other), each with the HEADLINE_METRICS its runs have and at most MAX_PARAMS params that differ
-between them, headers without their prefixes, and no experiment column when there is one experiment;
-``--columns all`` / ``--param`` choose others, and csv always has every fixed column.
-
-The grid: rows are validation images of a shard set, columns gray | real | one per model (a PixelCNN's
-column is its fast, non-autoregressive output, labelled ``fast``; ``samples`` adds autoregressive ones). Every model sees
-the images at the shards' stored size (as evaluation does), is loaded from its registered URI through
-``semcolor.app.inference.load_colorizer`` and colorizes with ``predict_ab``; the colors are joined with the
-image's own L and brought into the sRGB gamut at constant L (``lab_to_rgb8_keep_lightness``), as
-``semcolor colorize`` does. An ``sdc`` model with a semantic stream uses its bundled segmenter, else the
-shards' ground-truth map.
-
-The jobs live in their own modules: ``semcolor.tracking.runs`` (the MLflow query),
-``semcolor.tracking.run_table`` (the table) and ``semcolor.tracking.comparison_grid`` (the grid); this one is
-the command.
+This module is the command; the jobs live in their own modules: ``semcolor.tracking.runs`` (the MLflow
+query), ``semcolor.tracking.run_table`` (a table row, the formats and default columns) and
+``semcolor.tracking.comparison_grid`` (what the grid shows).
 """
 
 from __future__ import annotations

@@ -23,14 +23,12 @@ the class list so that index = id - 1 holds everywhere.
 from __future__ import annotations
 
 import json
-import zlib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.io
 from pycocotools import mask as mask_utils
 
 from semcolor.data.sources.labels import (
@@ -38,6 +36,7 @@ from semcolor.data.sources.labels import (
     decode_image_and_label,
     missing_tree_error,
     read_id_list,
+    read_mat_label_array,
     read_palette_indices,
     read_rgb_image,
 )
@@ -180,20 +179,8 @@ def read_coco_stuff_mat_label(path: str | Path) -> np.ndarray:
     """Read a COCO-stuff 10k ``annotations/<id>.mat`` and return its ``S`` in our convention: uint8 (H, W),
     class index = id - 1, 255 unlabeled. ValueError naming the file if it is unreadable, has no 2-D ``S``,
     or holds ids outside 0..182."""
-    try:
-        contents = scipy.io.loadmat(path, variable_names=["S"])
-    except (scipy.io.matlab.MatReadError, NotImplementedError, zlib.error, TypeError) as error:
-        # NotImplementedError: a MATLAB v7.3 (HDF5) file, which scipy cannot read
-        raise ValueError(f"{path}: not a readable .mat file ({error})") from error
-    if "S" not in contents:
-        raise ValueError(f"{path}: no variable 'S' (a COCO-stuff 10k annotation has 'S' and 'names')")
-    ids = contents["S"]
-    if ids.ndim != 2:
-        raise ValueError(f"{path}: 'S' has shape {ids.shape}, expected (H, W)")
-    try:
-        return coco_stuff_ids_to_indices(ids)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
+    return read_mat_label_array(path, "S", coco_stuff_ids_to_indices,
+                                "a COCO-stuff 10k annotation has 'S' and 'names'")
 
 
 def _image_metadata(source: str, item: Item, image: np.ndarray) -> dict[str, Any]:

@@ -314,3 +314,28 @@ class ListedPairSource(Source):
             )
             for image_id in self.split_ids(split)
         ]
+
+
+def read_mat_label_array(path: str | Path, variable: str, convert: Callable[[np.ndarray], np.ndarray],
+                         hint: str) -> np.ndarray:
+    """The 2-D array ``variable`` of the MATLAB file ``path``, passed through ``convert`` (id remapping).
+    ValueError naming the file if it is unreadable, lacks ``variable`` (``hint`` says what the file should
+    hold), the array is not 2-D, or ``convert`` rejects its values."""
+    import zlib
+
+    import scipy.io
+
+    try:
+        contents = scipy.io.loadmat(path, variable_names=[variable])
+    except (scipy.io.matlab.MatReadError, NotImplementedError, zlib.error, TypeError) as error:
+        # NotImplementedError: a MATLAB v7.3 (HDF5) file, which scipy cannot read
+        raise ValueError(f"{path}: not a readable .mat file ({error})") from error
+    if variable not in contents:
+        raise ValueError(f"{path}: no variable {variable!r} ({hint})")
+    array = contents[variable]
+    if array.ndim != 2:
+        raise ValueError(f"{path}: {variable!r} has shape {array.shape}, expected (H, W)")
+    try:
+        return convert(array)
+    except ValueError as error:
+        raise ValueError(f"{path}: {error}") from error

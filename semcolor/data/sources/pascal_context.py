@@ -18,15 +18,18 @@ Three of the 59 names are spelled differently in the 459-class list (FCN's loade
 from __future__ import annotations
 
 import functools
-import zlib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
-import scipy.io
 
-from semcolor.data.sources.labels import decode_image_and_label, missing_tree_error, read_id_list
+from semcolor.data.sources.labels import (
+    decode_image_and_label,
+    missing_tree_error,
+    read_id_list,
+    read_mat_label_array,
+)
 from semcolor.data.sources.base import Archive, Item, Sample, Source
 from semcolor.data.sources.class_lists import ClassNamesFromList, read_class_list
 
@@ -95,21 +98,7 @@ def context459_to_59(label_map: np.ndarray) -> np.ndarray:
 def read_pascal_context_label(path: str | Path) -> np.ndarray:
     """Read ``trainval/<id>.mat`` and return its ``LabelMap`` mapped to 0..59 (uint8, (H, W)).
     ValueError naming the file if it is unreadable, has no 2-D ``LabelMap``, or holds values above 459."""
-    try:
-        contents = scipy.io.loadmat(path, variable_names=["LabelMap"])
-    except (scipy.io.matlab.MatReadError, NotImplementedError, zlib.error, TypeError) as error:
-        # NotImplementedError: a MATLAB v7.3 (HDF5) file, which scipy cannot read
-        raise ValueError(f"{path}: not a readable .mat file ({error})") from error
-    if "LabelMap" not in contents:
-        raise ValueError(f"{path}: no variable 'LabelMap' (a PASCAL-Context label file has one)")
-    label_map = contents["LabelMap"]
-    if label_map.ndim != 2:
-        raise ValueError(f"{path}: 'LabelMap' has shape {label_map.shape}, expected (H, W)")
-    try:
-        return context459_to_59(label_map)
-    except ValueError as error:
-        raise ValueError(f"{path}: {error}") from error
-
+    return read_mat_label_array(path, "LabelMap", context459_to_59, "a PASCAL-Context label file has one")
 
 class PascalContext(Source):
     """PASCAL-Context 59 + background on VOC2010 images: 4998 train / 5105 val (10103 labelled images).
