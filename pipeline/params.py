@@ -10,7 +10,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
-
 from semcolor.config import ConfigError, load_config, parse_yaml
 from semcolor.data.shard_settings import ShardSettings
 
