@@ -1,6 +1,7 @@
 """Determinism, honestly stated: the same training stage run twice on one machine gives identical weights
-(bit for bit, CPU, one thread); another seed gives other weights. Across machines, CPU kernel dispatch
-(vector width, thread count, library versions) may change float results: README "Reproducibility"."""
+(bit for bit, CPU, two compute threads as the demo uses on 2 cores); another seed gives other weights.
+Across machines, CPU kernel dispatch (vector width, thread count, library versions) may change float
+results: README "Reproducibility"."""
 
 from __future__ import annotations
 
@@ -15,7 +16,7 @@ from semcolor.training.checkpoint import load_checkpoint
 from tests.mlflow_store import migrated_mlflow_db, mlflow_store  # noqa: F401  (fixtures)
 from tests.world_shards import build_world_shards
 
-TINY_TRAIN = {"steps": 4, "log_every": 2, "checkpoint_every": 2, "threads": 1, "device": "cpu", "seed": 0}
+TINY_TRAIN = {"steps": 4, "log_every": 2, "checkpoint_every": 2, "threads": 2, "device": "cpu", "seed": 0}
 TINY_LOADER = {"batch_size": 4, "crop": 64, "workers": 0, "shuffle_buffer": 8, "seed": 0}
 PARAMS = {
     "train_gridnet": {"data": {"source": "synthetic", "size": 128}, "loader": {**TINY_LOADER, "crop": 32},
