@@ -121,7 +121,7 @@ def colorization_baselines(data: ev.EvalSet, statistics: TrainStatistics, palett
                                  ("real", sampled.ab)):
             if prediction is None:
                 prediction = _constant(sampled, statistics.mean_ab)
-            baselines[name]["psnr_sampled_images"] = ev.psnr_and_palette_accuracy(sampled, prediction)["psnr"]
+            baselines[name]["psnr_sampled_images"] = ev.cheap_colorization_metrics(sampled, prediction)["psnr"]
         if palette is not None:
             constant = _constant(sampled, np.array(baselines["constant_color"]["ab_palette"]))
             baselines["constant_color"]["palette_accuracy_sampled_images"] = metrics.palette_accuracy(

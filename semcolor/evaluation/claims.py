@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 MARGIN_STDS = 2.0  # "beats": by more than this many pooled seed standard deviations
@@ -117,174 +117,194 @@ class Records:
         return True
 
 
-def _verdict(holds: bool | None, statement: str, rule: str, figures: Mapping[str, Figure], records: Records,
-             reason: str = "") -> dict[str, Any]:
-    single = len(records.seeds) == 1
-    if single and holds is not None:
-        reason = (reason + " " if reason else "") + "Single seed: no seed spread is known, so the margins are 0."
-    return {"holds": holds, "statement": statement, "rule": rule, "reason": reason,
-            "figures": {name: figure.as_json() for name, figure in figures.items()},
-            "seeds": records.seeds, "single_seed": single}
+@dataclass(frozen=True)
+class Decision:
+    """What a claim's rule decided: ``holds`` (None: not testable), the reason, and any further keys of
+    the verdict (claim e: the ranking)."""
+
+    holds: bool | None
+    reason: str = ""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+
+
+class _NotTestable(Exception):
+    """A claim's precondition fails: the verdict is ``holds: null`` with this reason."""
+
+    def __init__(self, reason: str, extra: Mapping[str, Any] | None = None):
+        super().__init__(reason)
+        self.reason, self.extra = reason, dict(extra or {})
+
+
+@dataclass(frozen=True)
+class Claim:
+    """A claim of the papers and its rule, fixed before looking. ``decide`` reads the figures it needs into
+    the mapping it is given (they are reported even when it stops early) and returns its Decision; a
+    missing figure (``_Missing``) or a failed precondition (``_NotTestable``) makes the claim not testable."""
+
+    statement: str
+    rule: str
+    decide: Callable[[Records, dict[str, Figure]], Decision]
+
+    def verdict(self, records: Records) -> dict[str, Any]:
+        figures: dict[str, Figure] = {}
+        try:
+            decision = self.decide(records, figures)
+        except _Missing as missing:
+            decision = Decision(None, f"Not testable: {missing}.")
+        except _NotTestable as untestable:
+            decision = Decision(None, f"Not testable: {untestable.reason}", untestable.extra)
+        reason = decision.reason
+        single = len(records.seeds) == 1
+        if single and decision.holds is not None:
+            reason = (reason + " " if reason else "") + "Single seed: no seed spread is known, so the margins are 0."
+        return {"holds": decision.holds, "statement": self.statement, "rule": self.rule, "reason": reason,
+                "figures": {name: figure.as_json() for name, figure in figures.items()},
+                "seeds": records.seeds, "single_seed": single, **decision.extra}
+
+
+def _read(records: Records, figures: dict[str, Figure], wanted: Mapping[str, str]) -> None:
+    """Read each ``name: dotted path`` of ``wanted`` into ``figures``, in order (raises ``_Missing``)."""
+    for name, path in wanted.items():
+        figures[name] = records.figure(path)
 
 
 def _mean(figure: Figure) -> str:
     return f"{figure.mean:.4g}" + (f" +- {figure.std:.2g}" if len(figure.values) > 1 else "")
 
 
+def _failures(failed: Sequence[str]) -> str:
+    return "; ".join(failed) + ("." if failed else "")
+
+
 # ------------------------------------------------------------------------------------------------ the claims
 
 
-A_STATEMENT = ("Semantics help colorization (Pixelated Semantic Colorization): psc_embed and psc_full beat "
-               "psc_plain on palette accuracy, both for the samples and for the fast (non-autoregressive) path.")
-A_RULE = ("Precondition: psc_plain's mean palette accuracy is above the constant_color baseline's (samples: on "
-          "the sampled images; fast path: on all images). Holds when, for both paths, embed and full each beat "
-          "plain (mean difference > 2 pooled seed stds).")
-
-
-def claim_a(records: Records) -> dict[str, Any]:
-    figures: dict[str, Figure] = {}
-    try:
-        for variant in PSC_VARIANTS:
-            figures[f"palette_accuracy_samples_{variant}"] = records.figure(f"models.psc_{variant}.palette_accuracy")
-            figures[f"palette_accuracy_fast_{variant}"] = records.figure(f"models.psc_{variant}.fast_palette_accuracy")
-        figures["constant_color_samples"] = records.figure("baselines.constant_color.palette_accuracy_sampled_images")
-        figures["constant_color_fast"] = records.figure("baselines.constant_color.palette_accuracy")
-    except _Missing as missing:
-        return _verdict(None, A_STATEMENT, A_RULE, figures, records, f"Not testable: {missing}.")
+def _decide_a(records: Records, figures: dict[str, Figure]) -> Decision:
+    for variant in PSC_VARIANTS:
+        _read(records, figures, {f"palette_accuracy_samples_{variant}": f"models.psc_{variant}.palette_accuracy",
+                                 f"palette_accuracy_fast_{variant}": f"models.psc_{variant}.fast_palette_accuracy"})
+    _read(records, figures, {"constant_color_samples": "baselines.constant_color.palette_accuracy_sampled_images",
+                             "constant_color_fast": "baselines.constant_color.palette_accuracy"})
     low = [path for path in ("samples", "fast")
            if not figures[f"palette_accuracy_{path}_plain"].mean > figures[f"constant_color_{path}"].mean]
     if low:
-        return _verdict(None, A_STATEMENT, A_RULE, figures, records,
-                        f"Not testable: psc_plain is not above the constant_color baseline for {', '.join(low)} "
-                        f"(plain {', '.join(_mean(figures[f'palette_accuracy_{p}_plain']) for p in low)} vs "
-                        f"{', '.join(_mean(figures[f'constant_color_{p}']) for p in low)}).")
+        raise _NotTestable(f"psc_plain is not above the constant_color baseline for {', '.join(low)} "
+                           f"(plain {', '.join(_mean(figures[f'palette_accuracy_{p}_plain']) for p in low)} vs "
+                           f"{', '.join(_mean(figures[f'constant_color_{p}']) for p in low)}).")
     failed = [f"{variant} ({path})" for path in ("samples", "fast") for variant in ("embed", "full")
               if not beats(figures[f"palette_accuracy_{path}_{variant}"], figures[f"palette_accuracy_{path}_plain"])]
-    reason = "" if not failed else f"Does not beat plain: {', '.join(failed)}."
-    return _verdict(not failed, A_STATEMENT, A_RULE, figures, records, reason)
+    return Decision(not failed, "" if not failed else f"Does not beat plain: {', '.join(failed)}.")
 
 
-B_STATEMENT = ("Joint training helps segmentation (Pixelated Semantic Colorization, Fig. 9): the segmentation "
-               "head trained jointly with colorization (psc_embed) beats the same head trained alone "
-               "(psc_seg_only) on validation cross-entropy and mIoU.")
-B_RULE = ("Precondition: both heads reach a mean mIoU of at least 2x the majority_class baseline's. Holds when "
-          "embed beats seg_only on cross-entropy (lower) and on mIoU (higher), each by > 2 pooled seed stds.")
+CLAIM_A = Claim(
+    statement="Semantics help colorization (Pixelated Semantic Colorization): psc_embed and psc_full beat "
+              "psc_plain on palette accuracy, both for the samples and for the fast (non-autoregressive) path.",
+    rule="Precondition: psc_plain's mean palette accuracy is above the constant_color baseline's (samples: on "
+         "the sampled images; fast path: on all images). Holds when, for both paths, embed and full each beat "
+         "plain (mean difference > 2 pooled seed stds).",
+    decide=_decide_a)
 
 
-def claim_b(records: Records) -> dict[str, Any]:
-    figures: dict[str, Figure] = {}
-    try:
-        for name in ("psc_embed", "psc_seg_only", "psc_full"):
-            figures[f"miou_{name}"] = records.figure(f"models.{name}.seg_miou")
-            figures[f"cross_entropy_{name}"] = records.figure(f"models.{name}.seg_seg_loss")
-        figures["miou_majority_class"] = records.figure("baselines.majority_class.seg_miou")
-        figures["cross_entropy_class_prior"] = records.figure("baselines.majority_class.seg_seg_loss")
-    except _Missing as missing:
-        return _verdict(None, B_STATEMENT, B_RULE, figures, records, f"Not testable: {missing}.")
+def _decide_b(records: Records, figures: dict[str, Figure]) -> Decision:
+    for name in ("psc_embed", "psc_seg_only", "psc_full"):
+        _read(records, figures, {f"miou_{name}": f"models.{name}.seg_miou",
+                                 f"cross_entropy_{name}": f"models.{name}.seg_seg_loss"})
+    _read(records, figures, {"miou_majority_class": "baselines.majority_class.seg_miou",
+                             "cross_entropy_class_prior": "baselines.majority_class.seg_seg_loss"})
     floor = 2.0 * figures["miou_majority_class"].mean
     low = [name for name in ("psc_embed", "psc_seg_only") if figures[f"miou_{name}"].mean < floor]
     if low:
-        return _verdict(None, B_STATEMENT, B_RULE, figures, records,
-                        f"Not testable: {', '.join(low)} below 2x the majority-class mIoU ({floor:.4g}): "
-                        + ", ".join(f"{n} {_mean(figures[f'miou_{n}'])}" for n in low) + ".")
+        raise _NotTestable(f"{', '.join(low)} below 2x the majority-class mIoU ({floor:.4g}): "
+                           + ", ".join(f"{n} {_mean(figures[f'miou_{n}'])}" for n in low) + ".")
     lower_loss = beats(figures["cross_entropy_psc_embed"], figures["cross_entropy_psc_seg_only"], higher_is_better=False)
     higher_miou = beats(figures["miou_psc_embed"], figures["miou_psc_seg_only"])
     failed = [what for what, ok in (("cross-entropy", lower_loss), ("mIoU", higher_miou)) if not ok]
-    return _verdict(not failed, B_STATEMENT, B_RULE, figures, records,
-                    "" if not failed else f"embed does not beat seg_only on {' and '.join(failed)}.")
+    return Decision(not failed, "" if not failed else f"embed does not beat seg_only on {' and '.join(failed)}.")
 
 
-C_STATEMENT = ("Instance Normalization helps (Semantic-driven Colorization): under a test-time sweep of contrast, "
-               "brightness and gamma changes of increasing strength on the same validation gray images, with the "
-               "true maps, the PSNR of sdc_paper (IN) falls less than that of sdc_no_in at the strongest level.")
-C_RULE = ("Drop = PSNR at strength 0 minus PSNR at the strongest level (the original lightness joins the "
-          "predicted ab). Precondition: both models' mean PSNR at strength 0 is above the constant_color "
-          "baseline's. Holds when sdc_paper's drop beats sdc_no_in's (smaller by > 2 pooled seed stds).")
+CLAIM_B = Claim(
+    statement="Joint training helps segmentation (Pixelated Semantic Colorization, Fig. 9): the segmentation "
+              "head trained jointly with colorization (psc_embed) beats the same head trained alone "
+              "(psc_seg_only) on validation cross-entropy and mIoU.",
+    rule="Precondition: both heads reach a mean mIoU of at least 2x the majority_class baseline's. Holds when "
+         "embed beats seg_only on cross-entropy (lower) and on mIoU (higher), each by > 2 pooled seed stds.",
+    decide=_decide_b)
 
 
-def claim_c(records: Records) -> dict[str, Any]:
-    figures: dict[str, Figure] = {}
-    try:
-        for variant in SDC_VARIANTS:
-            curve = f"details.jitter_sweep.sdc_{variant}.psnr"
-            figures[f"psnr_level0_{variant}"] = records.figure(curve, lambda c: c[0])
-            figures[f"psnr_strongest_{variant}"] = records.figure(curve, lambda c: c[-1])
-            figures[f"drop_{variant}"] = records.figure(curve, lambda c: c[0] - c[-1])
-        figures["psnr_constant_color"] = records.figure("baselines.constant_color.psnr")
-    except _Missing as missing:
-        return _verdict(None, C_STATEMENT, C_RULE, figures, records, f"Not testable: {missing}.")
+def _decide_c(records: Records, figures: dict[str, Figure]) -> Decision:
+    for variant in SDC_VARIANTS:
+        curve = f"details.jitter_sweep.sdc_{variant}.psnr"
+        figures[f"psnr_level0_{variant}"] = records.figure(curve, lambda c: c[0])
+        figures[f"psnr_strongest_{variant}"] = records.figure(curve, lambda c: c[-1])
+        figures[f"drop_{variant}"] = records.figure(curve, lambda c: c[0] - c[-1])
+    _read(records, figures, {"psnr_constant_color": "baselines.constant_color.psnr"})
     low = [v for v in SDC_VARIANTS if not figures[f"psnr_level0_{v}"].mean > figures["psnr_constant_color"].mean]
     if low:
-        return _verdict(None, C_STATEMENT, C_RULE, figures, records,
-                        f"Not testable: sdc_{', sdc_'.join(low)} not above the constant_color PSNR "
-                        f"({figures['psnr_constant_color'].mean:.4g} dB) without jitter.")
+        raise _NotTestable(f"sdc_{', sdc_'.join(low)} not above the constant_color PSNR "
+                           f"({figures['psnr_constant_color'].mean:.4g} dB) without jitter.")
     holds = beats(figures["drop_paper"], figures["drop_no_in"], higher_is_better=False)
-    return _verdict(holds, C_STATEMENT, C_RULE, figures, records,
-                    "" if holds else f"drop with IN {_mean(figures['drop_paper'])} dB vs without "
-                                     f"{_mean(figures['drop_no_in'])} dB: not smaller by the margin.")
+    return Decision(holds, "" if holds else f"drop with IN {_mean(figures['drop_paper'])} dB vs without "
+                                            f"{_mean(figures['drop_no_in'])} dB: not smaller by the margin.")
 
 
-D_STATEMENT = ("Diverse samples (Pixelated Semantic Colorization, Fig. 10): on the multimodal classes, the frequency "
-               "of each mode over k samples of psc_full is closer to the world's true probabilities (total-variation "
-               "distance) than a sampler that always paints the likeliest mode, and the MS-SSIM between two samples "
-               "of one input is in [0.7, 0.97].")
-D_RULE = ("Each region of a multimodal class, in each sample, counts for the mode nearest its median colour (or "
-          "'another class'). Holds when psc_full's total-variation distance beats the single_mode baseline's "
-          "(lower by > 2 pooled seed stds) and its mean MS-SSIM between samples lies in [0.7, 0.97].")
+CLAIM_C = Claim(
+    statement="Instance Normalization helps (Semantic-driven Colorization): under a test-time sweep of contrast, "
+              "brightness and gamma changes of increasing strength on the same validation gray images, with the "
+              "true maps, the PSNR of sdc_paper (IN) falls less than that of sdc_no_in at the strongest level.",
+    rule="Drop = PSNR at strength 0 minus PSNR at the strongest level (the original lightness joins the "
+         "predicted ab). Precondition: both models' mean PSNR at strength 0 is above the constant_color "
+         "baseline's. Holds when sdc_paper's drop beats sdc_no_in's (smaller by > 2 pooled seed stds).",
+    decide=_decide_c)
 
 
-def claim_d(records: Records) -> dict[str, Any]:
-    figures: dict[str, Figure] = {}
-    try:
-        for variant in PSC_VARIANTS:
-            figures[f"mode_tv_{variant}"] = records.figure(f"models.psc_{variant}.mode_tv")
-            figures[f"ms_ssim_between_samples_{variant}"] = records.figure(
-                f"models.psc_{variant}.ms_ssim_between_samples")
-        figures["mode_tv_single_mode"] = records.figure("baselines.single_mode.mode_tv")
-    except _Missing as missing:
-        return _verdict(None, D_STATEMENT, D_RULE, figures, records, f"Not testable: {missing}.")
+def _decide_d(records: Records, figures: dict[str, Figure]) -> Decision:
+    for variant in PSC_VARIANTS:
+        _read(records, figures, {f"mode_tv_{variant}": f"models.psc_{variant}.mode_tv",
+                                 f"ms_ssim_between_samples_{variant}": f"models.psc_{variant}.ms_ssim_between_samples"})
+    _read(records, figures, {"mode_tv_single_mode": "baselines.single_mode.mode_tv"})
     closer = beats(figures["mode_tv_full"], figures["mode_tv_single_mode"], higher_is_better=False)
     similarity = figures["ms_ssim_between_samples_full"].mean
     in_range = 0.7 <= similarity <= 0.97
     failed = ([] if closer else [f"total variation {_mean(figures['mode_tv_full'])} does not beat the single-mode "
                                  f"sampler's {figures['mode_tv_single_mode'].mean:.4g}"]) + \
              ([] if in_range else [f"MS-SSIM between samples {similarity:.4g} is outside [0.7, 0.97]"])
-    return _verdict(not failed, D_STATEMENT, D_RULE, figures, records, "; ".join(failed) + ("." if failed else ""))
+    return Decision(not failed, _failures(failed))
 
 
-E_STATEMENT = ("The Table 3 protocol (Pixelated Semantic Colorization): a segmenter trained on colour images scores "
-               "gray <= colorized <= real for each colorizer, and psc_full >= psc_plain; the ranking is reported.")
-E_RULE = ("Precondition: the colour-trained segmenter's mIoU on gray beats the majority_class baseline. Each "
-          "colorizer's headline output (PixelCNN samples on the sampled images, compared with gray and real on "
-          "the same images; the others on all images) must satisfy gray <= colorized <= real, and psc_plain <= "
-          "psc_full, where a <= b fails only if a exceeds b by > 2 pooled seed stds.")
+CLAIM_D = Claim(
+    statement="Diverse samples (Pixelated Semantic Colorization, Fig. 10): on the multimodal classes, the frequency "
+              "of each mode over k samples of psc_full is closer to the world's true probabilities (total-variation "
+              "distance) than a sampler that always paints the likeliest mode, and the MS-SSIM between two samples "
+              "of one input is in [0.7, 0.97].",
+    rule="Each region of a multimodal class, in each sample, counts for the mode nearest its median colour (or "
+         "'another class'). Holds when psc_full's total-variation distance beats the single_mode baseline's "
+         "(lower by > 2 pooled seed stds) and its mean MS-SSIM between samples lies in [0.7, 0.97].",
+    decide=_decide_d)
+
+TABLE3 = "models.table3_color_segmenter"  # the colour-trained segmenter's mIoU on gray, real and each colorizer
+TABLE3_REFERENCES = ("gray", "real", "gray_on_sampled_images", "real_on_sampled_images")
 
 
-def claim_e(records: Records) -> dict[str, Any]:
-    figures: dict[str, Figure] = {}
-    table = "models.table3_color_segmenter"
+def _decide_e(records: Records, figures: dict[str, Figure]) -> Decision:
+    _read(records, figures, {f"miou_{name}": f"{TABLE3}.miou_{name}" for name in TABLE3_REFERENCES})
+    _read(records, figures, {"miou_majority_class": "baselines.majority_class.seg_miou"})
     try:
-        for name in ("gray", "real", "gray_on_sampled_images", "real_on_sampled_images"):
-            figures[f"miou_{name}"] = records.figure(f"{table}.miou_{name}")
-        figures["miou_majority_class"] = records.figure("baselines.majority_class.seg_miou")
-        colorizers = sorted(key.removeprefix("miou_") for key in records.records[0]["models"]["table3_color_segmenter"]
-                            if key.startswith("miou_") and key.removeprefix("miou_") not in
-                            ("gray", "real", "gray_on_sampled_images", "real_on_sampled_images"))
-        for name in colorizers:
-            figures[f"miou_{name}"] = records.figure(f"{table}.miou_{name}")
-    except (_Missing, KeyError) as missing:
-        return _verdict(None, E_STATEMENT, E_RULE, figures, records, f"Not testable: {missing}.")
+        keys = records.records[0]["models"]["table3_color_segmenter"]
+    except KeyError as missing:
+        raise _Missing(str(missing)) from None
+    colorizers = sorted(key.removeprefix("miou_") for key in keys
+                        if key.startswith("miou_") and key.removeprefix("miou_") not in TABLE3_REFERENCES)
+    _read(records, figures, {f"miou_{name}": f"{TABLE3}.miou_{name}" for name in colorizers})
     ranking = sorted(colorizers, key=lambda n: -figures[f"miou_{n}"].mean)
     rule_colorizers = [n for n in colorizers if not n.endswith("_fast")]
-    verdict_extra = "Ranking (mean mIoU): " + ", ".join(f"{n} {figures[f'miou_{n}'].mean:.4g}" for n in ranking) + "."
+    ranked = "Ranking (mean mIoU): " + ", ".join(f"{n} {figures[f'miou_{n}'].mean:.4g}" for n in ranking) + "."
     if not beats(figures["miou_gray"], figures["miou_majority_class"]):
-        return _verdict(None, E_STATEMENT, E_RULE, figures, records,
-                        f"Not testable: the colour-trained segmenter scores {_mean(figures['miou_gray'])} mIoU on gray, "
-                        f"not above the majority-class baseline ({figures['miou_majority_class'].mean:.4g}). "
-                        + verdict_extra) | {"ranking": ranking}
+        raise _NotTestable(f"the colour-trained segmenter scores {_mean(figures['miou_gray'])} mIoU on gray, "
+                           f"not above the majority-class baseline ({figures['miou_majority_class'].mean:.4g}). "
+                           + ranked, {"ranking": ranking})
     failed = []
     for name in rule_colorizers:
-        sampled = name.startswith("psc_")
+        sampled = name.startswith("psc_")  # the PixelCNN's samples are scored on the sampled images only
         gray = figures["miou_gray_on_sampled_images" if sampled else "miou_gray"]
         real = figures["miou_real_on_sampled_images" if sampled else "miou_real"]
         colorized = figures[f"miou_{name}"]
@@ -292,34 +312,30 @@ def claim_e(records: Records) -> dict[str, Any]:
             failed.append(f"{name} below gray ({_mean(colorized)} vs {_mean(gray)})")
         if not at_most(colorized, real):
             failed.append(f"{name} above real ({_mean(colorized)} vs {_mean(real)})")
-    if "psc_full" in colorizers and "psc_plain" in colorizers:
-        if not at_most(figures["miou_psc_plain"], figures["miou_psc_full"]):
-            failed.append("psc_full below psc_plain")
-    else:
-        return _verdict(None, E_STATEMENT, E_RULE, figures, records, "Not testable: psc_full or psc_plain missing.")
-    reason = ("; ".join(failed) + ". " if failed else "") + verdict_extra
-    return _verdict(not failed, E_STATEMENT, E_RULE, figures, records, reason) | {"ranking": ranking}
+    if "psc_full" not in colorizers or "psc_plain" not in colorizers:
+        raise _NotTestable("psc_full or psc_plain missing.")
+    if not at_most(figures["miou_psc_plain"], figures["miou_psc_full"]):
+        failed.append("psc_full below psc_plain")
+    reason = ("; ".join(failed) + ". " if failed else "") + ranked
+    return Decision(not failed, reason, {"ranking": ranking})
 
 
-F_STATEMENT = ("The map steers (Semantic-driven Colorization): on validation images whose true map has every region "
-               "of a gray-alike class repainted as its twin, at least 50 % of the repainted pixels land on the new "
-               "class's modes (at most 10 % did before), for sdc_paper and for sdc_no_in.")
-F_RULE = ("A pixel lands on a class's modes when the mode nearest its predicted ab (among all classes' modes) "
-          "belongs to that class. Holds when, for both models, the mean share after repainting is >= 0.5 and the "
-          "mean share with the true map is <= 0.1. Precondition: the world has gray-alike twins.")
+CLAIM_E = Claim(
+    statement="The Table 3 protocol (Pixelated Semantic Colorization): a segmenter trained on colour images scores "
+              "gray <= colorized <= real for each colorizer, and psc_full >= psc_plain; the ranking is reported.",
+    rule="Precondition: the colour-trained segmenter's mIoU on gray beats the majority_class baseline. Each "
+         "colorizer's headline output (PixelCNN samples on the sampled images, compared with gray and real on "
+         "the same images; the others on all images) must satisfy gray <= colorized <= real, and psc_plain <= "
+         "psc_full, where a <= b fails only if a exceeds b by > 2 pooled seed stds.",
+    decide=_decide_e)
 
 
-def claim_f(records: Records) -> dict[str, Any]:
-    figures: dict[str, Figure] = {}
+def _decide_f(records: Records, figures: dict[str, Figure]) -> Decision:
     if not records.has("models.sdc_paper.steer_after") and not records.has("models.sdc_no_in.steer_after"):
-        return _verdict(None, F_STATEMENT, F_RULE, figures, records,
-                        "Not testable: no twin-repainting figures (a world without gray-alike twins, or no sdc model).")
-    try:
-        for variant in SDC_VARIANTS:
-            figures[f"share_before_{variant}"] = records.figure(f"models.sdc_{variant}.steer_before")
-            figures[f"share_after_{variant}"] = records.figure(f"models.sdc_{variant}.steer_after")
-    except _Missing as missing:
-        return _verdict(None, F_STATEMENT, F_RULE, figures, records, f"Not testable: {missing}.")
+        raise _NotTestable("no twin-repainting figures (a world without gray-alike twins, or no sdc model).")
+    for variant in SDC_VARIANTS:
+        _read(records, figures, {f"share_before_{variant}": f"models.sdc_{variant}.steer_before",
+                                 f"share_after_{variant}": f"models.sdc_{variant}.steer_after"})
     failed = []
     for variant in SDC_VARIANTS:
         after, before = figures[f"share_after_{variant}"].mean, figures[f"share_before_{variant}"].mean
@@ -327,18 +343,25 @@ def claim_f(records: Records) -> dict[str, Any]:
             failed.append(f"sdc_{variant}: {after:.3g} of repainted pixels on the new class's modes (< 0.5)")
         if before > 0.1:
             failed.append(f"sdc_{variant}: {before:.3g} already on them with the true map (> 0.1)")
-    return _verdict(not failed, F_STATEMENT, F_RULE, figures, records, "; ".join(failed) + ("." if failed else ""))
+    return Decision(not failed, _failures(failed))
 
 
-CLAIMS: dict[str, Callable[[Records], dict[str, Any]]] = {
-    "a": claim_a, "b": claim_b, "c": claim_c, "d": claim_d, "e": claim_e, "f": claim_f,
-}
+CLAIM_F = Claim(
+    statement="The map steers (Semantic-driven Colorization): on validation images whose true map has every region "
+              "of a gray-alike class repainted as its twin, at least 50 % of the repainted pixels land on the new "
+              "class's modes (at most 10 % did before), for sdc_paper and for sdc_no_in.",
+    rule="A pixel lands on a class's modes when the mode nearest its predicted ab (among all classes' modes) "
+         "belongs to that class. Holds when, for both models, the mean share after repainting is >= 0.5 and the "
+         "mean share with the true map is <= 0.1. Precondition: the world has gray-alike twins.",
+    decide=_decide_f)
+
+CLAIMS: dict[str, Claim] = {"a": CLAIM_A, "b": CLAIM_B, "c": CLAIM_C, "d": CLAIM_D, "e": CLAIM_E, "f": CLAIM_F}
 
 
 def evaluate_claims(records: Sequence[Mapping[str, Any]], seeds: Sequence[int]) -> dict[str, dict[str, Any]]:
     """Every claim's verdict over the per-seed evaluation ``records`` (one per seed in ``seeds``)."""
     wrapped = Records(records, seeds)
-    return {letter: rule(wrapped) for letter, rule in CLAIMS.items()}
+    return {letter: claim.verdict(wrapped) for letter, claim in CLAIMS.items()}
 
 
 VERDICT_WORDS = {True: "holds", False: "fails", None: "untestable"}  # `dvc metrics show` drops nulls

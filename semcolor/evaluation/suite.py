@@ -263,7 +263,7 @@ def _temperature_sweep(model: nn.Module, data: ev.EvalSet, config: EvaluateConfi
     columns = {"gray": ev.to_rgb8(data.L[:3], torch.zeros_like(data.ab[:3])), "real": ev.to_rgb8(data.L[:3], data.ab[:3])}
     for temperature in config.sweep_temperatures:
         samples = _draw(model, data, 2, temperature, config.seed, config.batch_size)
-        entry = ev.psnr_and_palette_accuracy(data, samples[:, 0], palette)
+        entry = ev.cheap_colorization_metrics(data, samples[:, 0], palette)
         entry.update(ev.diversity_metrics(data, samples, None))
         figures[SWEEP_TEMPERATURE_KEY.format(temperature)] = entry
         columns[f"T={temperature:g}"] = ev.to_rgb8(data.L[:3], ev.upsample_ab(samples[:3, 0].float(), data.L.shape[-1]))
@@ -282,7 +282,7 @@ def _jitter_sweep(model: nn.Module, data: ev.EvalSet, unjittered: torch.Tensor, 
         else:
             jittered = ev.jittered_gray(data.L, strength, config.jitter)
             ab = _batched(lambda L, seg: predict_ab(model, L, seg), [jittered, data.seg], config.batch_size)
-        scored = ev.psnr_and_palette_accuracy(data, ab, palette)
+        scored = ev.cheap_colorization_metrics(data, ab, palette)
         curve["psnr"].append(scored["psnr"])
         curve["palette_accuracy"].append(scored.get("palette_accuracy", float("nan")))
     return curve

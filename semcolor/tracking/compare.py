@@ -17,7 +17,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from semcolor.tracking.comparison_grid import GridModel, comparison_grid, grid_models, write_png
+from semcolor.evaluation.tiles import write_png
+from semcolor.tracking.comparison_grid import GridModel, comparison_grid, grid_models
 from semcolor.tracking.run_table import (
     FORMATS,
     HEADLINE_METRICS,

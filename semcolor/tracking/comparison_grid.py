@@ -22,7 +22,6 @@ from semcolor.evaluation.tiles import (
     read_validation_images,
     reference_tiles,
     sample_tiles,
-    write_png,
 )
 from semcolor.tracking.registry import CHAMPION
 from semcolor.tracking.runs import RunSummary, all_pages, filter_value, select_runs
