@@ -1,0 +1,1 @@
+"""Prefect flows: dataset download and shard conversion, scheduled retraining."""

@@ -1,0 +1,1 @@
+"""Model-agnostic training: the loop, checkpoints, EMA weights and torchrun/DDP set-up."""
