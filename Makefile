@@ -44,9 +44,12 @@ claims: install
 	$(BIN)/python -m pipeline.prefect_server -- $(BIN)/dvc exp run -S 'claims.extra_seeds=$(CLAIM_SEEDS)'
 	@echo "claims over seeds 0 + $(CLAIM_SEEDS): metrics/claims.json   report: reports/report.md"
 
-# the whole offline suite, slow and server tests included (CI: .ci/run); the 25 slowest tests are listed
+# the whole offline suite, slow and server tests included (CI: .ci/run); the 25 slowest tests are listed.
+# TEST_WORKERS pytest-xdist processes, one test file (or shared session fixture, tests/conftest.py) each at a
+# time; TEST_WORKERS=0 runs in this one process.
+TEST_WORKERS ?= 2
 test: install
-	$(BIN)/python -m pytest --durations=25 $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --durations=25 $(PYTEST_ARGS)
 
 # the inner loop: the tests not marked slow or server (pure library tests, a few minutes). The marker rule
 # (pyproject.toml): a test whose call takes over 5 s here is marked slow; the suite lists any that is not.

@@ -47,6 +47,23 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+# Under pytest-xdist (`make test` runs TEST_WORKERS processes with --dist loadgroup) a test file is one unit
+# of work, so its module fixtures (trained models) are built once; the tests of the two costly session
+# fixtures share one worker each, so that the tiny demo project (~5 min to build) and the Prefect test
+# server (20-50 s to start) are each built once per run, not once per worker.
+_SHARED_SESSION_FIXTURES = ("demo_project", "prefect_harness")
+
+
+def pytest_collection_modifyitems(config, items):
+    if not config.pluginmanager.hasplugin("xdist"):
+        return
+    for item in items:
+        if item.get_closest_marker("xdist_group") is not None:
+            continue
+        shared = next((name for name in _SHARED_SESSION_FIXTURES if name in item.fixturenames), None)
+        item.add_marker(pytest.mark.xdist_group(shared or item.nodeid.split("::", 1)[0]))
+
+
 # The marker rule of `make test-fast`: a test whose setup and call take over SLOW_SECONDS (a module fixture
 # that trains a model counts for its first test) is marked slow (or server). Timings are noisy on a shared
 # machine, so this is a report at the end of the run, never a failure.
