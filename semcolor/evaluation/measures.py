@@ -90,8 +90,8 @@ def colorization_metrics(data: EvalSet, predicted_ab: torch.Tensor, palette: met
     return result
 
 
-def cheap_colorization_metrics(data: EvalSet, predicted_ab: torch.Tensor, palette: metrics.Palette | None = None
-                              ) -> dict[str, float]:
+def cheap_colorization_metrics(data: EvalSet, predicted_ab: torch.Tensor,
+                               palette: metrics.Palette | None = None) -> dict[str, float]:
     """The figures of ``colorization_metrics`` a sweep needs, at a fifth of its cost: psnr, colorfulness and
     (with a palette) palette_accuracy, computed exactly as there."""
     ab = upsample_ab(predicted_ab.float(), data.L.shape[-1])
