@@ -14,6 +14,11 @@ Then it measures, best of ``--rounds`` interleaved rounds:
   the two interleaved image by image in each round (``ratio_rounds``), median over rounds;
   ``ratio_unpaired`` the same from the best whole-pass rates; ``ratio_vs_draft`` = convert / draft-mode
   decode alone (the floor of this design).
+  Lab codes come from the table of all colors (``semcolor.color.prepare_lab8_lookup``), as in a process
+  that has converted more than 2^24 pixels (dataset scale); ``ratio_computed`` is the same pairing with
+  every pixel computed (a process's first 2^24 pixels: the path before the table), ``lab_table_build_s``
+  the table's one-off CPU cost, and ``ratio_amortized_10k`` the ratio of a process that converts 10,000
+  images from its start (computed, then the build, then looked up), from these measured figures;
   These one-core rates are images per CPU second of this process (``time.process_time``), so that other
   jobs on a shared machine disturb them little;
 - ``scaling``: wall-clock rate of ``convert_split`` on a warm pool of ``--workers`` processes (default
@@ -34,13 +39,17 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from concurrent.futures import ProcessPoolExecutor
+from contextlib import contextmanager
+from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
-from semcolor.color import rgb8_to_lab8, rgb8_to_lab8_planar
+from semcolor import color
+from semcolor.color import prepare_lab8_lookup, rgb8_to_lab8, rgb8_to_lab8_planar
 from semcolor.data.shards import (
     MANIFEST_FORMAT,
     PNG_COMPRESS_LEVEL,
@@ -49,7 +58,6 @@ from semcolor.data.shards import (
     convert_split,
     encode_npy,
     encode_png,
-    process_pool,
     resize_sample,
 )
 from semcolor.data.sources.labels import invalid_label_values, read_palette_indices, read_rgb_image_resized, resize_label
@@ -168,6 +176,25 @@ def paired_seconds(source: Source, items: list[Item], size: int) -> tuple[float,
     return spent[0], spent[1], spent[2]
 
 
+@contextmanager
+def computed_lab() -> Iterator[None]:
+    """This process converts every pixel through the computed path while inside (its table, if built, is
+    set aside and restored afterwards)."""
+    table, after = color._lab8_of_color, color._LOOKUP_AFTER_PIXELS
+    color._lab8_of_color, color._LOOKUP_AFTER_PIXELS = None, 1 << 62
+    try:
+        yield
+    finally:
+        color._lab8_of_color, color._LOOKUP_AFTER_PIXELS = table, after
+
+
+def lookup_pool(workers: int) -> ProcessPoolExecutor:
+    """``semcolor.data.shards.process_pool`` whose workers have built the Lab table at start-up."""
+    context = get_context("forkserver")
+    context.set_forkserver_preload(["semcolor.data.shards"])
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=prepare_lab8_lookup)
+
+
 def convert_all(source: Source, items: list[Item], size: int) -> None:
     for item in items:
         convert_item(source, item, size)
@@ -188,6 +215,10 @@ def stage_breakdown(source: Source, items: list[Item], size: int) -> dict[str, f
         action()
         return 1000 * (time.process_time() - start) / len(items)
 
+    def computed(action: Callable[[], object]) -> float:
+        with computed_lab():
+            return timed(action)
+
     breakdown = {
         "decode_jpeg": timed(lambda: decode_all(paths)),
         "decode_jpeg_draft": timed(lambda: decode_all(paths, size)),
@@ -196,6 +227,7 @@ def stage_breakdown(source: Source, items: list[Item], size: int) -> dict[str, f
         "label_checks": timed(lambda: [invalid_label_values(label, source.num_classes, 255) for label in labels]),
         "label_resize": timed(lambda: [resize_label(label, size) for label in labels]),
         "rgb8_to_lab8_planar": timed(lambda: [rgb8_to_lab8_planar(image) for image in resized]),
+        "rgb8_to_lab8_planar_computed": computed(lambda: [rgb8_to_lab8_planar(image) for image in resized]),
         "encode_lab_npy": timed(lambda: [encode_npy(p) for p in planes]),
         "encode_seg_png": timed(lambda: [encode_png(label, row_filter="none") for label in small_labels]),
         "source_load_resized": timed(lambda: [source.load_resized(item, size) for item in items]),
@@ -252,8 +284,11 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         def split_with(**options: object) -> None:
             convert_split(source, "train", args.size, out_dir, progress=False, chunk_size=8, **options)
 
+        build_start = time.process_time()
+        prepare_lab8_lookup()
+        lab_table_build_s = time.process_time() - build_start
         started = time.perf_counter()
-        pool = process_pool(args.workers)
+        pool = lookup_pool(args.workers)
         # warm: every worker started and holding its imports before anything is timed
         warm = [pool.submit(convert_items, source, items[:1], args.size) for _ in range(args.workers)]
         [future.result() for future in warm]
@@ -261,10 +296,12 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
 
         worker_pids = list(pool._processes)  # private, but the only handle on the workers' CPU time
         decode, decode_draft, convert, serial, parallel, serial_cpu, parallel_cpu = ([] for _ in range(7))
-        paired = []
+        paired, paired_computed = [], []
         try:
             for _ in range(args.rounds):
                 paired.append(paired_seconds(source, items, args.size))
+                with computed_lab():
+                    paired_computed.append(paired_seconds(source, items, args.size))
                 decode.append(per_cpu_second(len(items), lambda: decode_all(paths)))
                 decode_draft.append(per_cpu_second(len(items), lambda: decode_all(paths, args.size)))
                 convert.append(per_cpu_second(len(items), lambda: convert_all(source, items, args.size)))
@@ -281,6 +318,13 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         breakdown = stage_breakdown(source, items, args.size)
         levels = lab_encodings(source, items[:50], args.size)
 
+    # a process converting 10,000 images from its start: the first ceil(2^24 / pixels) computed, then the
+    # table's build, then the rest looked up (per-image CPU seconds from the paired runs, medians)
+    images_before_table = -(-(1 << 24) // (args.size * args.size))
+    decode_s, looked_up_s, computed_s = (float(np.median(values)) / len(items) for values in (
+        [d for d, _, _ in paired], [c for _, _, c in paired], [c for _, _, c in paired_computed]))
+    amortized_s = (min(images_before_table, 10_000) * computed_s + lab_table_build_s
+                   + max(0, 10_000 - images_before_table) * looked_up_s) / 10_000
     figures: dict[str, object] = {
         "images": len(items),
         "size": args.size,
@@ -292,6 +336,10 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         "ratio": round(float(np.median([d / c for d, _, c in paired])), 3),
         "ratio_rounds": [round(d / c, 3) for d, _, c in paired],
         "ratio_vs_draft": round(float(np.median([d / c for _, d, c in paired])), 3),
+        "ratio_computed": round(float(np.median([d / c for d, _, c in paired_computed])), 3),
+        "ratio_computed_rounds": [round(d / c, 3) for d, _, c in paired_computed],
+        "lab_table_build_s": round(lab_table_build_s, 3),
+        "ratio_amortized_10k": round(decode_s / amortized_s, 3),
         # the same from the best whole-pass rates of each (the measure before pairing)
         "ratio_unpaired": round(max(convert) / max(decode), 3),
         "split_ips_one_process": round(max(serial), 1),
@@ -310,7 +358,9 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
     }
     print(f"decode only      {figures['decode_ips']:8.1f} img/s (draft {figures['decode_draft_ips']:.1f})")
     print(f"convert, 1 core  {figures['convert_ips_per_core']:8.1f} img/s  ratio {figures['ratio']:.3f} "
-          f"(vs draft decode {figures['ratio_vs_draft']:.3f})")
+          f"(vs draft decode {figures['ratio_vs_draft']:.3f}); every pixel computed {figures['ratio_computed']:.3f}; "
+          f"table build {figures['lab_table_build_s']:.2f} s, 10,000 images from the start "
+          f"{figures['ratio_amortized_10k']:.3f}")
     print(
         f"convert_split    {figures['split_ips_one_process']:8.1f} img/s in 1 process, "
         f"{figures['split_ips_all_workers']:.1f} img/s on {args.workers}: scaling {figures['scaling']:.3f} "

@@ -10,6 +10,7 @@ import pytest
 import torch
 from skimage.color import deltaE_ciede2000, lab2rgb, rgb2lab
 
+from semcolor import color
 from semcolor.color import (
     decode_lab8,
     encode_lab8,
@@ -18,6 +19,7 @@ from semcolor.color import (
     lab_to_srgb_torch,
     rgb8_to_lab,
     rgb8_to_lab8,
+    rgb8_to_lab8_planar,
     srgb_to_lab,
     srgb_to_lab_torch,
 )
@@ -183,17 +185,45 @@ def test_type_and_shape_errors_name_the_fix():
 # ---------------------------------------------------------------------------------------------
 
 
+def computing(monkeypatch) -> None:
+    """rgb8_to_lab8 in this test computes every pixel (the lookup table is never built)."""
+    monkeypatch.setattr(color, "_lab8_of_color", None)
+    monkeypatch.setattr(color, "_LOOKUP_AFTER_PIXELS", 1 << 62)
+
+
+def looking_up(monkeypatch) -> None:
+    """rgb8_to_lab8 in this test builds the table of all colors at its first call and looks every pixel up."""
+    monkeypatch.setattr(color, "_lab8_of_color", None)
+    monkeypatch.setattr(color, "_LOOKUP_AFTER_PIXELS", 0)
+
+
 @pytest.mark.slow
-def test_rgb8_to_lab8_equals_reference_on_every_8bit_color():
-    mismatched = 0
+def test_rgb8_to_lab8_equals_reference_on_every_8bit_color_computed_and_looked_up(monkeypatch):
+    mismatched = {"computed": 0, "looked up": 0}
     chunk = 1 << 21
     for start in range(0, ALL_COLORS, chunk):
         # An image shape (not a flat list) spanning many of the function's internal chunks.
         rgb8 = colors_by_index(np.arange(start, start + chunk)).reshape(1024, 2048, 3)
-        fast = rgb8_to_lab8(rgb8)
-        assert fast.shape == rgb8.shape and fast.dtype == np.uint8
-        mismatched += int((fast != encode_lab8(rgb8_to_lab(rgb8))).any(axis=-1).sum())
-    assert mismatched == 0
+        reference = encode_lab8(rgb8_to_lab(rgb8))
+        for path, setup in (("computed", computing), ("looked up", looking_up)):
+            setup(monkeypatch)
+            fast = rgb8_to_lab8(rgb8)
+            assert fast.shape == rgb8.shape and fast.dtype == np.uint8
+            mismatched[path] += int((fast != reference).any(axis=-1).sum())
+    assert mismatched == {"computed": 0, "looked up": 0}
+
+
+def test_the_lookup_table_is_built_once_a_process_has_converted_its_size_in_pixels(monkeypatch):
+    computing(monkeypatch)
+    monkeypatch.setattr(color, "_LOOKUP_AFTER_PIXELS", 1000)
+    monkeypatch.setattr(color, "_computed_pixels", 0)
+    image = np.random.default_rng(5).integers(0, 256, size=(20, 20, 3), dtype=np.uint8)  # 400 pixels
+    expected = encode_lab8(rgb8_to_lab(image))
+    for call, built_after in enumerate((False, False, True, True)):  # 400, 800, then 1200 >= 1000 pixels
+        result = rgb8_to_lab8(image) if call % 2 else np.moveaxis(rgb8_to_lab8_planar(image), 0, -1)
+        np.testing.assert_array_equal(result, expected)
+        assert (color._lab8_of_color is not None) == built_after, call
+    assert color._lab8_of_color.shape == (ALL_COLORS,)
 
 
 @pytest.mark.parametrize("shape", [(3,), (0, 3), (5, 7, 3), (2, 4, 9, 3)])
