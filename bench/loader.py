@@ -54,7 +54,9 @@ from semcolor.data.loader import LoaderConfig, ShardBatches  # noqa: E402
 from semcolor.models import create_model  # noqa: E402
 from semcolor.data.loader import shard_paths  # noqa: E402
 from semcolor.data.shard_settings import ShardSettings  # noqa: E402
-from semcolor.data.shards import convert_source, decode_npy, decode_png, encode_npy, encode_png, read_shard_samples  # noqa: E402
+from semcolor.data.shard_format import decode_npy, decode_png, encode_npy, encode_png  # noqa: E402
+from semcolor.data.shard_reader import read_shard_samples  # noqa: E402
+from semcolor.data.shards import convert_source  # noqa: E402
 from semcolor.data.sources.synthetic import Synthetic, WorldConfig, write_world_archive  # noqa: E402
 
 RECIPES = {"128": (128, 64, 16), "352": (352, 352, 4)}  # shard size, crop, batch

@@ -50,16 +50,8 @@ from PIL import Image
 
 from semcolor import color
 from semcolor.color import prepare_lab8_lookup, rgb8_to_lab8, rgb8_to_lab8_planar
-from semcolor.data.shards import (
-    MANIFEST_FORMAT,
-    PNG_COMPRESS_LEVEL,
-    convert_item,
-    convert_items,
-    convert_split,
-    encode_npy,
-    encode_png,
-    resize_sample,
-)
+from semcolor.data.shard_format import MANIFEST_FORMAT, PNG_COMPRESS_LEVEL, encode_npy, encode_png
+from semcolor.data.shards import convert_item, convert_items, convert_split, resize_sample
 from semcolor.data.sources.labels import invalid_label_values, read_palette_indices, read_rgb_image_resized, resize_label
 from semcolor.data.sources import get_source
 from semcolor.data.sources.base import Item, Source

@@ -26,14 +26,9 @@ from semcolor.tracking.run_table import (
     sort_runs,
 )
 from semcolor.tracking.runs import ModelSelector, RunSummary, search_runs
-from semcolor.data.shards import (
-    ConvertedSample,
-    SplitResult,
-    encode_png,
-    read_shard_samples,
-    write_manifest,
-    write_shards,
-)
+from semcolor.data.shard_format import encode_png
+from semcolor.data.shard_reader import read_shard_samples
+from semcolor.data.shards import ConvertedSample, SplitResult, write_manifest, write_shards
 from tests.mlflow_store import (  # noqa: F401  (fixtures)
     PSC_CONFIG,
     SDC_CONFIG,

@@ -11,7 +11,9 @@ import pytest
 from pipeline.flows.shards import run_shards
 from semcolor.data.extract import safe_extract
 from semcolor.data.shard_settings import ShardSettings
-from semcolor.data.shards import MANIFEST_NAME, convert_source, read_manifest
+from semcolor.data.shard_format import MANIFEST_NAME
+from semcolor.data.shard_reader import read_manifest
+from semcolor.data.shards import convert_source
 from semcolor.data.sources import get_source
 from semcolor.data.sources.synthetic import WorldConfig, write_world_archive
 from tests.project_repo import tree_digests

@@ -28,7 +28,9 @@ from semcolor.data.loader import (
 )
 from semcolor.scaling import lab8_to_unit
 from semcolor.data.shard_settings import ShardSettings
-from semcolor.data.shards import ConvertedSample, convert_source, encode_png, read_shard_samples, write_shards
+from semcolor.data.shard_format import encode_png
+from semcolor.data.shard_reader import read_shard_samples
+from semcolor.data.shards import ConvertedSample, convert_source, write_shards
 from semcolor.data.sources.synthetic import Synthetic, WorldConfig, write_world_archive
 
 

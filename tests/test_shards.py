@@ -22,25 +22,26 @@ from PIL import Image
 
 from semcolor import color
 from semcolor.data.shard_settings import ShardSettings
-from semcolor.data.shards import (
+from semcolor.data.shard_format import (
     MANIFEST_NAME,
-    auto_chunk_size,
-    ConvertedSample,
-    ShardInfo,
-    TooManySkippedError,
-    convert_item,
-    convert_source,
-    convert_split,
     decode_npy,
     decode_png,
     encode_npy,
     encode_png,
-    read_manifest,
-    read_shard_samples,
     stored_size_for,
+)
+from semcolor.data.shard_reader import read_manifest, read_shard_samples
+from semcolor.data.shards import (
+    auto_chunk_size,
+    ConvertedSample,
+    ShardInfo,
+    convert_item,
+    convert_source,
+    convert_split,
     write_shards,
 )
 from semcolor.data.sources.base import Item, Sample, SampleError, Source
+from semcolor.errors import TooManySkippedError
 
 SIZE = 16
 GOOD_IDS = tuple(f"2008_00000{i}" for i in range(1, 8))

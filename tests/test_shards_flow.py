@@ -11,7 +11,9 @@ from PIL import Image
 
 from pipeline.flows.shards import convert_chunk, run_shards, shards_task_runner
 from semcolor.data.shard_settings import ShardSettings
-from semcolor.data.shards import MANIFEST_NAME, convert_items, convert_source, read_manifest
+from semcolor.data.shard_format import MANIFEST_NAME
+from semcolor.data.shard_reader import read_manifest
+from semcolor.data.shards import convert_items, convert_source
 from semcolor.data.sources import get_source
 
 SIZE = 24

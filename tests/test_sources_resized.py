@@ -14,7 +14,9 @@ from PIL import Image
 
 from semcolor.color import rgb8_to_lab8
 from semcolor.data.shard_settings import ShardSettings
-from semcolor.data.shards import MANIFEST_NAME, convert_source, read_shard_samples, resize_sample, resized_loader
+from semcolor.data.shard_format import MANIFEST_NAME
+from semcolor.data.shard_reader import read_shard_samples
+from semcolor.data.shards import convert_source, resize_sample, resized_loader
 from semcolor.data.sources import SampleError
 from semcolor.data.sources.labels import encode_palette_png, invalid_label_values, resize_label
 from semcolor.data.sources.synthetic import Synthetic

@@ -44,7 +44,8 @@ from pipeline.flows.shards import run_shards
 from semcolor.color import decode_lab8, rgb8_to_lab8
 from semcolor.data.extract import is_extracted, marker_path
 from semcolor.data.shard_settings import ShardSettings
-from semcolor.data.shards import read_shard_samples, resize_sample
+from semcolor.data.shard_reader import read_shard_samples
+from semcolor.data.shards import resize_sample
 from semcolor.data.sources import source_class
 from semcolor.data.sources.pascal_context import context459_to_59
 from tests.archive_builders import coco, file_digests, pascal_context, voc

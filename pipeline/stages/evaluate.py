@@ -62,7 +62,7 @@ def load_eval_set(shard_dir: Path, max_images: int) -> ev.EvalSet:
 
 
 def _shard_metadata(shard_dir: Path, keys: set[str]) -> dict[str, dict[str, Any]]:
-    from semcolor.data.shards import read_shard_samples
+    from semcolor.data.shard_reader import read_shard_samples
 
     found: dict[str, dict[str, Any]] = {}
     for shard in read_manifest(shard_dir)["splits"]["val"]["shards"]:

@@ -37,7 +37,7 @@ from PIL import Image
 
 from semcolor.scaling import AB_SCALE, lab8_to_unit
 from semcolor.data.shard_integrity import verify_split
-from semcolor.data.shards import decode_lab_member
+from semcolor.data.shard_reader import decode_lab_member
 
 _L_CODE_SCALE = np.float32(127.5)  # L_unit = L8 / 127.5 - 1 (semcolor.scaling)
 _AB_CODE_OFFSET = np.float32(128.0)  # ab_unit = (ab8 - 128) / 128

@@ -35,7 +35,7 @@ from tqdm.auto import tqdm
 
 from semcolor.atomic import write_text_atomic
 from semcolor.color import srgb_to_lab
-from semcolor.data.shards import read_manifest, read_shard_samples
+from semcolor.data.shard_reader import read_manifest, read_shard_samples
 
 GRID = 10  # ab bin spacing, Lab units
 NUM_BINS = 313  # bins at GRID = 10

@@ -224,7 +224,7 @@ def _decode_problem(suffix: str, data: bytes) -> str | None:
         elif suffix.endswith("npy"):
             # a raw array has no checksum of its own: only a damaged header or a wrong size is found here
             # (a flipped value byte is found by the shard's sha256 alone)
-            from semcolor.data.shards import decode_lab_member
+            from semcolor.data.shard_reader import decode_lab_member
 
             decode_lab_member({"lab.npy": data} if suffix == "lab.npy" else {suffix: data})
         elif suffix.endswith(("png", "jpg", "jpeg")):

@@ -1,21 +1,7 @@
-"""Convert a source split into byte-deterministic Lab WebDataset shards, and read them back.
+"""Convert a source split into byte-deterministic Lab WebDataset shards and write their manifest.
 
-One sample is three tar members, always in this order (format 2, ``MANIFEST_FORMAT``)::
-
-    <key>.json      {"source", "split", "original_id", "original_size": [W, H], "stored_size": [W, H], ...}
-    <key>.lab.npy   uint8 (3, S, S) 8-bit Lab code planes, channel-first L, a, b: L*255/100, a+128, b+128
-                    (rounded, clipped to [0, 255]), a NumPy .npy file (format 1.0, C order, no compression;
-                    decode the codes with ``semcolor.color.decode_lab8`` after moving the channels last)
-    <key>.seg.png   uint8 (S, S) class indices, a PNG of mode 'L', 255 = ignore
-
-Why raw planes for Lab and a PNG for the map (measured, ``bench/shards.py`` and ``bench/loader.py``): the
-loader must decode a 360 px sample in well under 2 ms to feed a GPU from a few cores; inflating its Lab
-PNG costs 2-3 ms (zlib inflate alone 1.7 ms), reading the .npy costs nothing. The price is disk: 380 KiB
-instead of 150-175 KiB per 360 px sample, 48 instead of 20-26 KiB at 128 px (photos). The map compresses
-~35x and decodes in a quarter of a millisecond, so it stays a PNG (rows unfiltered, zlib level 1). The
-planes are channel-first because the conversion computes them that way and the models take (C, H, W):
-crops and flips then read whole rows. Format 1 (``<key>.lab.png``, (S, S, 3) pixels in an RGB PNG) is still
-read by ``read_shard_samples`` and the loader.
+The format of the bytes (members, encoders, tar headers, shard names) is ``semcolor.data.shard_format``;
+reading shards back is ``semcolor.data.shard_reader``.
 
 Geometry: the image is resized straight to S x S (the aspect ratio is NOT kept) with an antialiased
 bilinear (tent) filter, in sRGB, before the Lab conversion; the label is resized to S x S with nearest
@@ -27,9 +13,8 @@ sources) decodes a JPEG at least twice the target in draft mode and resizes from
 (``semcolor.data.sources.labels``); the others are loaded in full and resized here.
 
 Shard ``<split>-000000.tar`` holds the first ``samples_per_shard`` converted samples in sorted key order,
-and so on. The bytes depend only on the inputs and this code: fixed tar metadata (USTAR, mtime 0, uid/gid
-0, empty owner names, mode 0o644), fixed member order, deterministic NPY, PNG and JSON encoders; the work
-is split across processes in chunks and reassembled in key order, so any worker count gives the same files.
+and so on. The work is split across processes in chunks and reassembled in key order, so any worker count
+gives the same files.
 
 Bad inputs (``SampleError`` from ``Source.load``, or a sample whose label is not the size of its image)
 follow an explicit policy: ``on_error="raise"`` stops at the first one naming its key; ``"skip"`` leaves
@@ -40,29 +25,40 @@ finished build.
 
 from __future__ import annotations
 
-import ast
 import collections
 import ctypes
-import functools
 import io
 import json
-import re
-import struct
 import tarfile
-import zlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image
 from tqdm.auto import tqdm
 
 from semcolor.atomic import atomic_output, write_text_atomic
 from semcolor.hashing import file_sha256
+from semcolor.data.shard_format import (
+    FORMAT1_MEMBER_SUFFIXES,
+    FORMAT_VERSION,
+    LAB_ENCODING,
+    LABEL_ENCODING,
+    MANIFEST_FORMAT,
+    MANIFEST_NAME,
+    MEMBER_SUFFIXES,
+    RESIZE_DESCRIPTION,
+    SHARD_NAME_PATTERN,
+    encode_json,
+    encode_npy,
+    encode_png,
+    shard_name,
+    stored_size_for,
+    tar_member_info,
+)
 from semcolor.data.shard_settings import OnError, ShardSettings
 from semcolor.color import rgb8_to_lab8_planar
 # IMAGE_RESAMPLE: the filter the shards are resized with, re-exported here where it used to live
@@ -70,50 +66,7 @@ from semcolor.data.sources.labels import IMAGE_RESAMPLE, resize_image, resize_la
 from semcolor.data.sources.base import Item, Sample, SampleError, Source
 from semcolor.errors import TooManySkippedError
 
-MANIFEST_NAME = "manifest.json"
-# Format 2: <key>.lab.npy (raw channel-first Lab planes) replaces format 1's <key>.lab.png; the map's PNG
-# is written unfiltered. Readers accept both.
-FORMAT_VERSION = 2
-MANIFEST_FORMAT = f"semcolor-lab-webdataset/{FORMAT_VERSION}"
-
-# zlib level of the PNGs. Measured on 500x375 photos resized to 128 (bench/shards.py): level 1 encodes
-# 3-5x faster than the default 6 for files about 15% larger; levels 2-9 buy a few percent more at several
-# times the cost. Encoding is a large share of the conversion time, so the fast level wins.
-PNG_COMPRESS_LEVEL = 1
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
-_PNG_FILTERS = {"none": 0, "up": 2}
-_NPY_MAGIC = b"\x93NUMPY"
-_NPY_ALIGN = 64  # numpy's own header alignment (numpy.lib.format.ARRAY_ALIGN)
 _M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc mallopt parameters (malloc.h)
-
-# The side stored on disk for a shard set named by its training size. The Semantic-driven Colorization
-# recipe trains on random 352 crops of 360x360 images; every other size is stored as it is trained.
-STORED_SIZES: Mapping[int, int] = {352: 360}
-
-LAB_ENCODING: Mapping[str, Any] = {
-    "file": "<key>.lab.npy: NumPy .npy format 1.0, dtype |u1, C order, shape (3, S, S): the Lab8 code "
-    "planes L, a, b (channel first), uncompressed",
-    "why": "decoding a 360 px Lab PNG costs 2-3 ms per sample in the loader, the .npy nothing; the price is "
-    "disk (about 2.3x a level-1 PNG on photos)",
-    "L": "code = round(L * 255 / 100), L in [0, 100]",
-    "a": "code = round(a + 128), a clipped to [-128, 127]",
-    "b": "code = round(b + 128), b clipped to [-128, 127]",
-    "decode": "L = code * 100 / 255, a = code - 128, b = code - 128 (semcolor.color.decode_lab8)",
-    "colorspace": "CIE Lab, D65 white, 2-degree observer, from sRGB with sRGB companding",
-}
-LABEL_ENCODING = ("<key>.seg.png: PNG, mode L (rows unfiltered, zlib level 1), uint8 class index; "
-                  "nearest-neighbour resize")
-RESIZE_DESCRIPTION = (
-    "image: direct antialiased bilinear resize to stored_size x stored_size in sRGB (aspect ratio not kept), "
-    "then Lab; a JPEG at least twice stored_size on both sides is decoded in draft mode (libjpeg DCT scaling "
-    "by 1/2, 1/4 or 1/8, staying >= stored_size) and resized from there; label: nearest-neighbour resize to "
-    "the same size"
-)
-
-
-_SHARD_NAME = re.compile(r"^(?P<split>[A-Za-z0-9_\-]+)-(?P<index>\d{6})\.tar$")
-_MEMBER_SUFFIXES = ("json", "lab.npy", "seg.png")  # the fixed order of a sample's members in a shard
-_FORMAT1_SUFFIXES = ("json", "lab.png", "seg.png")  # format 1, still read
 
 
 @dataclass(frozen=True)
@@ -138,8 +91,8 @@ class ConvertedSample:
     @property
     def members(self) -> tuple[tuple[str, bytes], ...]:
         if self.lab_npy is not None:
-            return tuple(zip(_MEMBER_SUFFIXES, (self.metadata_json, self.lab_npy, self.seg_png)))
-        return tuple(zip(_FORMAT1_SUFFIXES, (self.metadata_json, self.lab_png, self.seg_png)))
+            return tuple(zip(MEMBER_SUFFIXES, (self.metadata_json, self.lab_npy, self.seg_png)))
+        return tuple(zip(FORMAT1_MEMBER_SUFFIXES, (self.metadata_json, self.lab_png, self.seg_png)))
 
 
 @dataclass(frozen=True)
@@ -170,20 +123,6 @@ class SplitResult:
     skipped: tuple[Skipped, ...]
 
 
-@dataclass(frozen=True)
-class ShardSample:
-    """A sample read back from a shard.
-
-    lab8: uint8 (S, S, 3) Lab8 codes, channel last (L, a, b; decode with ``semcolor.color.decode_lab8``),
-    whatever the shard format stores.
-    label: uint8 (S, S), class index or 255. metadata: the parsed ``<key>.json``."""
-
-    key: str
-    lab8: np.ndarray
-    label: np.ndarray
-    metadata: dict[str, Any] = field(default_factory=dict)
-
-
 class ChunkFuture(Protocol):
     """What the ordered map needs of a future: ``result()``, and ``cancel()`` if it has one.
     concurrent.futures, Prefect and Dask futures all fit."""
@@ -194,109 +133,7 @@ class ChunkFuture(Protocol):
 SubmitChunk = Callable[[Sequence[Item]], ChunkFuture]
 
 
-# ----------------------------------------------------------------------------------------------- encoding
-
-
-def stored_size_for(size: int) -> int:
-    """The side in pixels stored on disk for shard set ``size`` (352 -> 360, otherwise ``size``)."""
-    if size <= 0:
-        raise ValueError(f"size must be a positive number of pixels, got {size}")
-    return STORED_SIZES.get(size, size)
-
-
-def _png_chunk(kind: bytes, data: bytes) -> bytes:
-    return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
-
-
-def encode_png(array: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL, row_filter: str = "up") -> bytes:
-    """Lossless PNG bytes of uint8 ``array``: (H, W) -> grayscale (PIL mode 'L'), (H, W, 3) -> truecolor
-    (PIL mode 'RGB'; the channel bytes are stored as they are, whatever they mean).
-
-    A minimal standard PNG (IHDR, one IDAT, IEND; 8 bits, no interlace) with the same filter on every
-    row - ``row_filter`` "up" (each byte minus the byte above it: photos) or "none" (label maps: their
-    repeated rows compress as well as LZ77 matches, and decode without an unfiltering pass) - and zlib at
-    ``compress_level`` (0-9). Written here rather than with PIL because PIL tries all five filters on every
-    row: that costs more than the compression itself at level 1 (0.9 of 1.7 ms for a 128x128 Lab image)
-    for files only ~5% smaller. Deterministic for a given array and zlib build."""
-    if array.dtype != np.uint8 or array.ndim not in (2, 3) or (array.ndim == 3 and array.shape[2] != 3):
-        raise ValueError(f"expected uint8 (H, W) or (H, W, 3), got {array.dtype} {array.shape}")
-    if row_filter not in _PNG_FILTERS:
-        raise ValueError(f"row_filter must be one of {sorted(_PNG_FILTERS)}, got {row_filter!r}")
-    height, width = array.shape[:2]
-    if height == 0 or width == 0:
-        raise ValueError(f"cannot encode an empty image of shape {array.shape}")
-    rows = array.reshape(height, -1)
-    filtered = np.empty((height, rows.shape[1] + 1), dtype=np.uint8)
-    filtered[:, 0] = _PNG_FILTERS[row_filter]
-    if row_filter == "up":  # modulo 256; the first row has nothing above it
-        filtered[0, 1:] = rows[0]
-        np.subtract(rows[1:], rows[:-1], out=filtered[1:, 1:])
-    else:
-        filtered[:, 1:] = rows
-    color_type = 0 if array.ndim == 2 else 2  # grayscale / truecolor
-    header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
-    return b"".join(
-        (
-            _PNG_SIGNATURE,
-            _png_chunk(b"IHDR", header),
-            _png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), compress_level)),
-            _png_chunk(b"IEND", b""),
-        )
-    )
-
-
-def decode_png(data: bytes) -> np.ndarray:
-    """The uint8 pixels of PNG bytes: (H, W) for mode 'L', (H, W, 3) for mode 'RGB'."""
-    with Image.open(io.BytesIO(data)) as image:
-        image.load()
-        if image.mode not in ("L", "RGB"):
-            raise ValueError(f"expected a PNG of mode 'L' or 'RGB', got {image.mode!r}")
-        return np.asarray(image, dtype=np.uint8).copy()
-
-
-def encode_npy(array: np.ndarray) -> bytes:
-    """NumPy ``.npy`` bytes (format 1.0, C order) of a uint8 array, header written here so the bytes
-    depend on nothing but the array: the same as ``numpy.save`` writes (tests/test_shards.py compares),
-    whatever numpy version is installed."""
-    if array.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 array, got {array.dtype}")
-    shape = repr(tuple(int(side) for side in array.shape))  # "(3, 128, 128)", as numpy writes it
-    header = "{'descr': '|u1', 'fortran_order': False, 'shape': " + shape + ", }"
-    padding = -(len(_NPY_MAGIC) + 4 + len(header) + 1) % _NPY_ALIGN
-    header_bytes = (header + " " * padding + "\n").encode("latin1")
-    return b"".join((_NPY_MAGIC, b"\x01\x00", struct.pack("<H", len(header_bytes)), header_bytes,
-                     np.ascontiguousarray(array).tobytes()))
-
-
-@functools.lru_cache(maxsize=64)
-def _npy_layout(prefix: bytes) -> tuple[np.dtype, tuple[int, ...], bool]:
-    """(dtype, shape, fortran_order) of a format-1.0 .npy header (magic through the header's newline).
-    Cached: every sample of a shard set has the same header, so each distinct one is parsed once."""
-    fields = ast.literal_eval(prefix[10:].decode("latin1"))
-    if not isinstance(fields, dict) or set(fields) != {"descr", "fortran_order", "shape"}:
-        raise ValueError(f"not a .npy header: {prefix[10:]!r}")
-    shape = tuple(int(side) for side in fields["shape"])
-    return np.dtype(fields["descr"]), shape, bool(fields["fortran_order"])
-
-
-def decode_npy(data: bytes) -> np.ndarray:
-    """The array of ``.npy`` bytes, as a read-only view of ``data`` (no copy) for format 1.0 headers;
-    any other version goes through ``numpy.load``. ValueError for bytes that are not a plain .npy."""
-    if data[:6] != _NPY_MAGIC:
-        raise ValueError("not a .npy file (bad magic)")
-    if data[6:8] != b"\x01\x00":
-        array = np.load(io.BytesIO(data), allow_pickle=False)
-        return array
-    (header_length,) = struct.unpack("<H", data[8:10])
-    dtype, shape, fortran = _npy_layout(bytes(data[: 10 + header_length]))
-    if dtype.hasobject:
-        raise ValueError(".npy holds Python objects; refusing to unpickle")
-    count = int(np.prod(shape, dtype=np.int64))
-    if len(data) != 10 + header_length + count * dtype.itemsize:
-        raise ValueError(f".npy of shape {shape} {dtype} has {len(data)} bytes, not "
-                         f"{10 + header_length + count * dtype.itemsize}")
-    array = np.frombuffer(data, dtype=dtype, count=count, offset=10 + header_length)
-    return array.reshape(shape, order="F" if fortran else "C")
+# --------------------------------------------------------------------------------------------- one sample
 
 
 def resize_sample(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -305,10 +142,6 @@ def resize_sample(image: np.ndarray, label: np.ndarray, size: int) -> tuple[np.n
     The image: antialiased bilinear in 8-bit sRGB (aspect ratio not kept); the label: nearest neighbour,
     so every output value (255 included) is one of the input values."""
     return resize_image(image, size), resize_label(label, size)
-
-
-def _json_bytes(value: Any) -> bytes:
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=True).encode("ascii")
 
 
 def _check_sample(sample: Sample) -> str | None:
@@ -382,7 +215,7 @@ def convert_item(source: Source, item: Item, size: int) -> ConvertedSample | Ski
     }
     return ConvertedSample(
         key=item.key,
-        metadata_json=_json_bytes(metadata),
+        metadata_json=encode_json(metadata),
         lab_npy=encode_npy(rgb8_to_lab8_planar(np.ascontiguousarray(image))),
         seg_png=encode_png(np.ascontiguousarray(label), row_filter="none"),
     )
@@ -418,22 +251,10 @@ def _keep_freed_buffers() -> None:
 # ----------------------------------------------------------------------------------------------- writing
 
 
-def _tar_info(name: str, size: int) -> tarfile.TarInfo:
-    """A regular-file header with every field that could vary between machines or runs fixed."""
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = ""
-    info.type = tarfile.REGTYPE
-    return info
-
-
 def write_shard(samples: Iterable[ConvertedSample], path: str | Path) -> ShardInfo:
     """Write ``samples`` (strictly increasing keys) to the tar ``path`` atomically; its ShardInfo.
 
-    The tar is USTAR with fixed metadata (see the module docstring), written to a temporary file beside
+    The tar is USTAR with fixed metadata (``semcolor.data.shard_format``), written to a temporary file beside
     ``path`` and renamed over it only when complete."""
     path = Path(path)
     count = 0
@@ -441,14 +262,9 @@ def write_shard(samples: Iterable[ConvertedSample], path: str | Path) -> ShardIn
         with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:
             for sample in samples:
                 for suffix, data in sample.members:
-                    tar.addfile(_tar_info(f"{sample.key}.{suffix}", len(data)), io.BytesIO(data))
+                    tar.addfile(tar_member_info(f"{sample.key}.{suffix}", len(data)), io.BytesIO(data))
                 count += 1
     return ShardInfo(file=path.name, samples=count, sha256=file_sha256(path))
-
-
-def shard_name(split: str, index: int) -> str:
-    """``<split>-<index:06d>.tar``."""
-    return f"{split}-{index:06d}.tar"
 
 
 def _checked_order(samples: Iterable[ConvertedSample]) -> Iterator[ConvertedSample]:
@@ -665,7 +481,7 @@ def clear_outputs(out_dir: str | Path) -> None:
     if not out_dir.is_dir():
         return
     for path in out_dir.iterdir():
-        if _SHARD_NAME.match(path.name) or (path.name.startswith(".") and path.name.endswith(".tmp")):
+        if SHARD_NAME_PATTERN.match(path.name) or (path.name.startswith(".") and path.name.endswith(".tmp")):
             path.unlink()
 
 
@@ -751,7 +567,7 @@ def manifest_data(
         "resize": RESIZE_DESCRIPTION,
         "lab_encoding": dict(LAB_ENCODING),
         "label_encoding": LABEL_ENCODING,
-        "members": [f"<key>.{suffix}" for suffix in _MEMBER_SUFFIXES],
+        "members": [f"<key>.{suffix}" for suffix in MEMBER_SUFFIXES],
         "class_names": list(description.get("class_names", [])),
         "ignore_index": description.get("ignore_index"),
         "source_description": description,
@@ -793,75 +609,3 @@ def write_manifest(
     text = json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n"
     path = write_text_atomic(Path(out_dir) / MANIFEST_NAME, text)
     return path
-
-
-def read_manifest(out_dir: str | Path) -> dict[str, Any]:
-    """The parsed ``manifest.json`` of a shard directory; FileNotFoundError saying the build is
-    incomplete when it is missing."""
-    path = Path(out_dir) / MANIFEST_NAME
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{path} not found: the shards in {out_dir} are missing or their build did not finish"
-        )
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
-# ----------------------------------------------------------------------------------------------- reading
-
-
-def read_shard_samples(path: str | Path) -> Iterator[ShardSample]:
-    """The samples of one shard, in stored order, with lab8 and label decoded (see ``ShardSample``).
-
-    ValueError naming the shard for a sample with missing or unexpected members."""
-    path = Path(path)
-    with tarfile.open(path, mode="r:") as tar:
-        key: str | None = None
-        members: dict[str, bytes] = {}
-        for member in tar:
-            if not member.isfile():
-                continue
-            key_part, _, suffix = member.name.partition(".")
-            if key is not None and key_part != key:
-                yield _shard_sample(path, key, members)
-                members = {}
-            key = key_part
-            extracted = tar.extractfile(member)
-            assert extracted is not None  # a regular file always has contents
-            members[suffix] = extracted.read()
-        if key is not None:
-            yield _shard_sample(path, key, members)
-
-
-def _shard_sample(path: Path, key: str, members: Mapping[str, bytes]) -> ShardSample:
-    suffixes = sorted(members)
-    if suffixes not in (sorted(_MEMBER_SUFFIXES), sorted(_FORMAT1_SUFFIXES)):
-        raise ValueError(
-            f"{path}: sample {key!r} has members {suffixes}, expected {list(_MEMBER_SUFFIXES)} "
-            f"(or format 1's {list(_FORMAT1_SUFFIXES)})"
-        )
-    try:
-        lab8 = decode_lab_member(members)
-    except ValueError as error:
-        raise ValueError(f"{path}: sample {key!r}: {error}") from None
-    return ShardSample(
-        key=key,
-        lab8=np.moveaxis(lab8, 0, -1).copy(order="C"),  # channel last, writable
-        label=decode_png(members["seg.png"]),
-        metadata=json.loads(members["json"]),
-    )
-
-
-def decode_lab_member(members: Mapping[str, bytes]) -> np.ndarray:
-    """The Lab8 code planes, uint8 (3, S, S), of a sample's members: ``lab.npy`` (format 2, a read-only
-    view of its bytes) or ``lab.png`` (format 1, channel-last pixels, moved first). ValueError for an
-    array of another type or shape; KeyError when the sample has neither member."""
-    if "lab.npy" in members:
-        planes = decode_npy(members["lab.npy"])
-        if planes.dtype != np.uint8 or planes.ndim != 3 or planes.shape[0] != 3:
-            raise ValueError(f"lab.npy must be uint8 (3, S, S), got {planes.dtype} {planes.shape}")
-        return planes
-    if "lab.png" in members:
-        with Image.open(io.BytesIO(members["lab.png"])) as image:
-            pixels = np.asarray(image if image.mode == "RGB" else image.convert("RGB"))
-        return pixels.transpose(2, 0, 1)
-    raise KeyError("lab.npy")
