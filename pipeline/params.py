@@ -87,7 +87,8 @@ class DownloadConfig:
 @dataclass(frozen=True)
 class ShardsConfig:
     """params.yaml `shards`: conversion of extracted sources into Lab WebDataset shards. The writing
-    settings are ``semcolor.data.shards.ShardSettings`` (its defaults and checks); ``settings`` hands them on."""
+    settings are ``semcolor.data.shard_settings.ShardSettings`` (its defaults and checks); ``settings``
+    hands them on."""
 
     samples_per_shard: int = ShardSettings.samples_per_shard
     workers: int = 2  # processes on this machine (ignored when dask_address is set)
