@@ -22,15 +22,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from pipeline import tracking
+from pipeline.evaluate_figures import write_figures
 from pipeline.params import load_section, shard_dir as default_shard_dir
 from semcolor.evaluation import baselines as bl
 from semcolor.evaluation import measures as ev
 from semcolor.tracking import tags as tt
-from semcolor.atomic import write_json_atomic, write_text_atomic
+from semcolor.atomic import write_json_atomic
 from semcolor.config import ConfigError, config_to_dict
 from semcolor.evaluation.suite import EvaluateConfig, World, evaluate_models
 from semcolor.data.loader import LoaderConfig, ShardBatches, read_manifest
@@ -123,37 +121,9 @@ def run(config: EvaluateConfig, seed: int | None = None, progress: bool = True,
               "models": evaluation.results, "baselines": evaluation.baselines, "details": evaluation.details}
     write_json_atomic(paths["evaluation"], record)
     if seed is None:
-        FIGURES_DIR.mkdir(parents=True, exist_ok=True)
-        for name, image in evaluation.images.items():
-            Image.fromarray(image).save(FIGURES_DIR / f"{name}.png")
-        jitter = evaluation.details.get("jitter_sweep")
-        if jitter:
-            Image.fromarray(jitter_sweep_plot(jitter)).save(FIGURES_DIR / "jitter_sweep.png")
-        write_text_atomic(FIGURES_DIR / "columns.json",
-                          json.dumps({**evaluation.columns, "run_id": run_id}, indent=2) + "\n")
+        write_figures(evaluation, FIGURES_DIR, run_id)
     record["_images"] = evaluation.images
     return record
-
-
-def jitter_sweep_plot(curves: dict[str, dict[str, list[float]]]) -> np.ndarray:
-    """PSNR against the jitter strength, one line per model (claim c), as an RGB uint8 image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 3.2), dpi=100)
-    for name, curve in curves.items():
-        axis.plot(curve["levels"], curve["psnr"], marker="o", label=name)
-    axis.set_xlabel("test-time jitter strength (contrast, brightness, gamma)")
-    axis.set_ylabel("PSNR (dB), true maps")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.canvas.draw()
-    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(figure)
-    return image
 
 
 def main(argv: list[str] | None = None) -> int:
