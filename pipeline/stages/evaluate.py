@@ -24,15 +24,13 @@ from typing import Any
 
 from pipeline import tracking
 from pipeline.evaluate_figures import write_figures
+from pipeline.evaluate_inputs import load_eval_set, load_models, load_train_statistics, world_of
 from pipeline.params import load_section, shard_dir as default_shard_dir
-from semcolor.evaluation import baselines as bl
-from semcolor.evaluation import measures as ev
 from semcolor.tracking import tags as tt
 from semcolor.atomic import write_json_atomic
 from semcolor.config import ConfigError, config_to_dict
-from semcolor.evaluation.suite import EvaluateConfig, World, evaluate_models
-from semcolor.data.loader import LoaderConfig, ShardBatches, read_manifest
-from semcolor.training.checkpoint import load_checkpoint, model_from_checkpoint
+from semcolor.evaluation.suite import EvaluateConfig, evaluate_models
+from semcolor.data.loader import read_manifest
 
 FIGURES_DIR = Path("reports/figures")
 COLORIZERS = ("psc_plain", "psc_embed", "psc_full", "sdc_paper", "sdc_no_in", "cls_plain", "cls_semantic",
@@ -47,52 +45,6 @@ def stage_paths(seed: int | None) -> dict[str, Path]:
     if seed is None:
         return {"models": Path("models"), "evaluation": Path("metrics/evaluate.json")}
     return {"models": Path("models/seeds") / str(seed), "evaluation": Path("metrics/seeds") / str(seed) / "evaluate.json"}
-
-
-def load_eval_set(shard_dir: Path, max_images: int) -> ev.EvalSet:
-    """The first ``max_images`` validation samples (in key order) at the stored size, with their metadata."""
-    batches = ShardBatches(shard_dir, "val", LoaderConfig(batch_size=max_images, crop=None, flip=False, workers=0),
-                           train=False)
-    batch = next(iter(batches))
-    metadata = _shard_metadata(shard_dir, set(batch["key"]))
-    return ev.EvalSet(batch["L"], batch["ab"], batch["seg"], list(batch["key"]),
-                      [metadata.get(k, {}) for k in batch["key"]])
-
-
-def _shard_metadata(shard_dir: Path, keys: set[str]) -> dict[str, dict[str, Any]]:
-    from semcolor.data.shards import read_shard_samples
-
-    found: dict[str, dict[str, Any]] = {}
-    for shard in read_manifest(shard_dir)["splits"]["val"]["shards"]:
-        for sample in read_shard_samples(shard_dir / shard["file"]):
-            if sample.key in keys:
-                found[sample.key] = sample.metadata
-    return found
-
-
-def load_train_statistics(shard_dir: Path, num_classes: int) -> bl.TrainStatistics:
-    """The baselines' fit: class pixel counts and mean ab over the whole train split (no crops, no flips)."""
-    batches = ShardBatches(shard_dir, "train", LoaderConfig(batch_size=64, crop=None, flip=False, workers=0),
-                           train=False)
-    return bl.train_statistics(((batch["seg"], batch["ab"]) for batch in batches), num_classes)
-
-
-def world_of(manifest: dict[str, Any]) -> World | None:
-    """The world's palette and twins from a shard manifest's ``world_spec`` (None for real datasets)."""
-    spec = manifest.get("source_description", {}).get("world_spec")
-    if not spec:
-        return None
-    from semcolor.data.sources.synthetic import gray_alike_pairs_of, palette_of
-
-    return World(palette_of(spec), tuple(gray_alike_pairs_of(spec)))
-
-
-def load_models(models_dir: Path, names: set[str]) -> dict[str, Any]:
-    missing = sorted(name for name in names if not (models_dir / f"{name}.pt").is_file())
-    if missing:
-        raise FileNotFoundError(f"{models_dir}: no checkpoint for {', '.join(missing)}; train them first "
-                                "(dvc repro, or make claims for the extra seeds)")
-    return {name: model_from_checkpoint(load_checkpoint(models_dir / f"{name}.pt")) for name in sorted(names)}
 
 
 def run(config: EvaluateConfig, seed: int | None = None, progress: bool = True,
