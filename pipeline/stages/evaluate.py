@@ -11,7 +11,9 @@ The measuring is ``semcolor.evaluation.suite.evaluate_models``; this stage loads
 calls it, and writes metrics/evaluate.json (``models.<model>.<metric>``, ``baselines``, ``details``), the
 image grids under reports/figures/ (default seed only) and MLflow runs: one for the stage and, for the
 default seed, one per model tagged with its family and variant (so `semcolor compare` shows evaluation
-metrics beside the training runs). The claims are the `claims` stage's.
+metrics beside the training runs). The claims are the `claims` stage's. The loading is
+``pipeline.evaluate_inputs``, the figures ``pipeline.evaluate_figures``, the MLflow record
+``pipeline.evaluate_tracking``.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any
 from pipeline import tracking
 from pipeline.evaluate_figures import write_figures
 from pipeline.evaluate_inputs import load_eval_set, load_models, load_train_statistics, world_of
+from pipeline.evaluate_tracking import log_model_runs, log_stage_figures
 from pipeline.params import load_section, shard_dir as default_shard_dir
 from semcolor.tracking import tags as tt
 from semcolor.atomic import write_json_atomic
@@ -105,19 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         record = run(config, args.seed, progress=not args.no_progress,
                      run_id=stage_run.info.run_id if stage_run is not None else None, shard_dir=shard_dir)
         images = record.pop("_images")
-        if args.seed is None:
-            for name, image in images.items():
-                tracking.log_image(image, f"figures/{name}.png")
-        for model, figures in record["models"].items():
-            tracking.log_metrics({f"{model}.{k}": v for k, v in figures.items()})
-    if args.seed is None:  # one run per model, quietly (no system-metrics monitor per run)
-        for model, figures in record["models"].items():
-            family, _, variant = model.partition("_")
-            with tracking.stage_run(f"evaluate/{model}", config_to_dict(config), manifest=shard_dir / "manifest.json",
-                                    tags={tt.TAG_FAMILY: family, tt.TAG_VARIANT: variant,
-                                          tt.TAG_DATASET: config.source, tt.TAG_EVALUATES: model},
-                                    parent_run_id=stage_run.info.run_id, system_metrics=False):
-                tracking.log_metrics(figures)
+        # an extra seed's images stay unlogged, as they stay unwritten: the figures are the default seed's
+        log_stage_figures(record["models"], images if args.seed is None else {})
+    if args.seed is None:
+        log_model_runs(record["models"], config_to_dict(config), shard_dir / "manifest.json", config.source,
+                       stage_run.info.run_id)
     headline = {name: {k: v for k, v in record["models"].get(name, {}).items()
                        if k in ("palette_accuracy", "psnr", "fast_palette_accuracy", "seg_miou")}
                 for name in ("psc_full", "sdc_paper", "gridnet_gray")}
