@@ -11,7 +11,9 @@ The measuring is ``semcolor.evaluation.suite.evaluate_models``; this stage loads
 calls it, and writes metrics/evaluate.json (``models.<model>.<metric>``, ``baselines``, ``details``), the
 image grids under reports/figures/ (default seed only) and MLflow runs: one for the stage and, for the
 default seed, one per model tagged with its family and variant (so `semcolor compare` shows evaluation
-metrics beside the training runs). The claims are the `claims` stage's.
+metrics beside the training runs). The claims are the `claims` stage's. The loading is
+``pipeline.evaluate_inputs``, the figures ``pipeline.evaluate_figures``, the MLflow record
+``pipeline.evaluate_tracking``.
 """
 
 from __future__ import annotations
@@ -22,19 +24,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-from PIL import Image
-
 from pipeline import tracking
+from pipeline.evaluate_figures import write_figures
+from pipeline.evaluate_inputs import load_eval_set, load_models, load_train_statistics, world_of
+from pipeline.evaluate_tracking import log_model_runs, log_stage_figures
 from pipeline.params import load_section, shard_dir as default_shard_dir
-from semcolor.evaluation import baselines as bl
-from semcolor.evaluation import measures as ev
 from semcolor.tracking import tags as tt
-from semcolor.atomic import write_json_atomic, write_text_atomic
+from semcolor.atomic import write_json_atomic
 from semcolor.config import ConfigError, config_to_dict
-from semcolor.evaluation.suite import EvaluateConfig, World, evaluate_models
-from semcolor.data.loader import LoaderConfig, ShardBatches, read_manifest
-from semcolor.training.checkpoint import load_checkpoint, model_from_checkpoint
+from semcolor.evaluation.suite import EvaluateConfig, evaluate_models
+from semcolor.data.loader import read_manifest
 
 FIGURES_DIR = Path("reports/figures")
 COLORIZERS = ("psc_plain", "psc_embed", "psc_full", "sdc_paper", "sdc_no_in", "cls_plain", "cls_semantic",
@@ -49,52 +48,6 @@ def stage_paths(seed: int | None) -> dict[str, Path]:
     if seed is None:
         return {"models": Path("models"), "evaluation": Path("metrics/evaluate.json")}
     return {"models": Path("models/seeds") / str(seed), "evaluation": Path("metrics/seeds") / str(seed) / "evaluate.json"}
-
-
-def load_eval_set(shard_dir: Path, max_images: int) -> ev.EvalSet:
-    """The first ``max_images`` validation samples (in key order) at the stored size, with their metadata."""
-    batches = ShardBatches(shard_dir, "val", LoaderConfig(batch_size=max_images, crop=None, flip=False, workers=0),
-                           train=False)
-    batch = next(iter(batches))
-    metadata = _shard_metadata(shard_dir, set(batch["key"]))
-    return ev.EvalSet(batch["L"], batch["ab"], batch["seg"], list(batch["key"]),
-                      [metadata.get(k, {}) for k in batch["key"]])
-
-
-def _shard_metadata(shard_dir: Path, keys: set[str]) -> dict[str, dict[str, Any]]:
-    from semcolor.data.shard_reader import read_shard_samples
-
-    found: dict[str, dict[str, Any]] = {}
-    for shard in read_manifest(shard_dir)["splits"]["val"]["shards"]:
-        for sample in read_shard_samples(shard_dir / shard["file"]):
-            if sample.key in keys:
-                found[sample.key] = sample.metadata
-    return found
-
-
-def load_train_statistics(shard_dir: Path, num_classes: int) -> bl.TrainStatistics:
-    """The baselines' fit: class pixel counts and mean ab over the whole train split (no crops, no flips)."""
-    batches = ShardBatches(shard_dir, "train", LoaderConfig(batch_size=64, crop=None, flip=False, workers=0),
-                           train=False)
-    return bl.train_statistics(((batch["seg"], batch["ab"]) for batch in batches), num_classes)
-
-
-def world_of(manifest: dict[str, Any]) -> World | None:
-    """The world's palette and twins from a shard manifest's ``world_spec`` (None for real datasets)."""
-    spec = manifest.get("source_description", {}).get("world_spec")
-    if not spec:
-        return None
-    from semcolor.data.sources.synthetic import gray_alike_pairs_of, palette_of
-
-    return World(palette_of(spec), tuple(gray_alike_pairs_of(spec)))
-
-
-def load_models(models_dir: Path, names: set[str]) -> dict[str, Any]:
-    missing = sorted(name for name in names if not (models_dir / f"{name}.pt").is_file())
-    if missing:
-        raise FileNotFoundError(f"{models_dir}: no checkpoint for {', '.join(missing)}; train them first "
-                                "(dvc repro, or make claims for the extra seeds)")
-    return {name: model_from_checkpoint(load_checkpoint(models_dir / f"{name}.pt")) for name in sorted(names)}
 
 
 def run(config: EvaluateConfig, seed: int | None = None, progress: bool = True,
@@ -123,37 +76,9 @@ def run(config: EvaluateConfig, seed: int | None = None, progress: bool = True,
               "models": evaluation.results, "baselines": evaluation.baselines, "details": evaluation.details}
     write_json_atomic(paths["evaluation"], record)
     if seed is None:
-        FIGURES_DIR.mkdir(parents=True, exist_ok=True)
-        for name, image in evaluation.images.items():
-            Image.fromarray(image).save(FIGURES_DIR / f"{name}.png")
-        jitter = evaluation.details.get("jitter_sweep")
-        if jitter:
-            Image.fromarray(jitter_sweep_plot(jitter)).save(FIGURES_DIR / "jitter_sweep.png")
-        write_text_atomic(FIGURES_DIR / "columns.json",
-                          json.dumps({**evaluation.columns, "run_id": run_id}, indent=2) + "\n")
+        write_figures(evaluation, FIGURES_DIR, run_id)
     record["_images"] = evaluation.images
     return record
-
-
-def jitter_sweep_plot(curves: dict[str, dict[str, list[float]]]) -> np.ndarray:
-    """PSNR against the jitter strength, one line per model (claim c), as an RGB uint8 image."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(5, 3.2), dpi=100)
-    for name, curve in curves.items():
-        axis.plot(curve["levels"], curve["psnr"], marker="o", label=name)
-    axis.set_xlabel("test-time jitter strength (contrast, brightness, gamma)")
-    axis.set_ylabel("PSNR (dB), true maps")
-    axis.grid(alpha=0.3)
-    axis.legend()
-    figure.tight_layout()
-    figure.canvas.draw()
-    image = np.asarray(figure.canvas.buffer_rgba())[..., :3].copy()
-    plt.close(figure)
-    return image
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -183,19 +108,11 @@ def main(argv: list[str] | None = None) -> int:
         record = run(config, args.seed, progress=not args.no_progress,
                      run_id=stage_run.info.run_id if stage_run is not None else None, shard_dir=shard_dir)
         images = record.pop("_images")
-        if args.seed is None:
-            for name, image in images.items():
-                tracking.log_image(image, f"figures/{name}.png")
-        for model, figures in record["models"].items():
-            tracking.log_metrics({f"{model}.{k}": v for k, v in figures.items()})
-    if args.seed is None:  # one run per model, quietly (no system-metrics monitor per run)
-        for model, figures in record["models"].items():
-            family, _, variant = model.partition("_")
-            with tracking.stage_run(f"evaluate/{model}", config_to_dict(config), manifest=shard_dir / "manifest.json",
-                                    tags={tt.TAG_FAMILY: family, tt.TAG_VARIANT: variant,
-                                          tt.TAG_DATASET: config.source, tt.TAG_EVALUATES: model},
-                                    parent_run_id=stage_run.info.run_id, system_metrics=False):
-                tracking.log_metrics(figures)
+        # an extra seed's images stay unlogged, as they stay unwritten: the figures are the default seed's
+        log_stage_figures(record["models"], images if args.seed is None else {})
+    if args.seed is None:
+        log_model_runs(record["models"], config_to_dict(config), shard_dir / "manifest.json", config.source,
+                       stage_run.info.run_id)
     headline = {name: {k: v for k, v in record["models"].get(name, {}).items()
                        if k in ("palette_accuracy", "psnr", "fast_palette_accuracy", "seg_miou")}
                 for name in ("psc_full", "sdc_paper", "gridnet_gray")}
