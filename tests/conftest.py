@@ -52,16 +52,20 @@ def one_thread():
 # fixtures share one worker each, so that the tiny demo project (~5 min to build) and the Prefect test
 # server (20-50 s to start) are each built once per run, not once per worker.
 _SHARED_SESSION_FIXTURES = ("demo_project", "prefect_harness")
+_DEMO_PROJECT_TIMEOUT_S = 1800
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the groups into the test ids
 def pytest_collection_modifyitems(config, items):
-    if not config.pluginmanager.hasplugin("xdist"):
-        return
+    grouping = config.pluginmanager.hasplugin("xdist")
     for item in items:
-        if item.get_closest_marker("xdist_group") is not None:
-            continue
         shared = next((name for name in _SHARED_SESSION_FIXTURES if name in item.fixturenames), None)
-        item.add_marker(pytest.mark.xdist_group(shared or item.nodeid.split("::", 1)[0]))
+        if shared == "demo_project" and item.get_closest_marker("timeout") is None:
+            # pytest-timeout counts the setup: the first of these tests builds the project (5-8 min beside
+            # another worker), then does its own work
+            item.add_marker(pytest.mark.timeout(_DEMO_PROJECT_TIMEOUT_S))
+        if grouping and item.get_closest_marker("xdist_group") is None:
+            item.add_marker(pytest.mark.xdist_group(shared or item.nodeid.split("::", 1)[0]))
 
 
 # The marker rule of `make test-fast`: a test whose setup and call take over SLOW_SECONDS (a module fixture
