@@ -50,7 +50,7 @@ def check_params(params_path: str | Path = "params.yaml") -> list[str]:
     from pipeline.params import DataConfig, DownloadConfig, ShardsConfig, read_params, section
     from pipeline.photo_strip import PhotosConfig
     from pipeline.stages.ab_bins import AbBinsConfig
-    from pipeline.stages.evaluate import EvaluateConfig
+    from semcolor.evaluation.suite import EvaluateConfig
     from pipeline.stages.train import TrainStageConfig
     from semcolor.config import ConfigError, load_config
     from semcolor.models import create_model

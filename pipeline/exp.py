@@ -47,7 +47,7 @@ def apply_overrides(params: dict[str, Any], overrides: dict[str, Any]) -> dict[s
 def validate(params: dict[str, Any]) -> None:
     """Load every section a stage would load, with the same typed configs."""
     from pipeline.stages.ab_bins import AbBinsConfig
-    from pipeline.stages.evaluate import EvaluateConfig
+    from semcolor.evaluation.suite import EvaluateConfig
     from pipeline.stages.train import TrainStageConfig
     from semcolor.models import create_model
 

@@ -54,7 +54,7 @@ MANIFEST_FORMAT = f"semcolor-lab-webdataset/{FORMAT_VERSION}"
 # 3-5x faster than the default 6 for files about 15% larger; levels 2-9 buy a few percent more at several
 # times the cost. Encoding is a large share of the conversion time, so the fast level wins.
 PNG_COMPRESS_LEVEL = 1
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _PNG_FILTERS = {"none": 0, "up": 2}
 _NPY_MAGIC = b"\x93NUMPY"
 _NPY_ALIGN = 64  # numpy's own header alignment (numpy.lib.format.ARRAY_ALIGN)
@@ -135,7 +135,7 @@ def encode_png(array: np.ndarray, compress_level: int = PNG_COMPRESS_LEVEL, row_
     header = struct.pack(">IIBBBBB", width, height, 8, color_type, 0, 0, 0)
     return b"".join(
         (
-            _PNG_SIGNATURE,
+            PNG_SIGNATURE,
             _png_chunk(b"IHDR", header),
             _png_chunk(b"IDAT", zlib.compress(filtered.tobytes(), compress_level)),
             _png_chunk(b"IEND", b""),

@@ -33,13 +33,13 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from semcolor.atomic import write_json_atomic
+from semcolor.data.shard_format import PNG_SIGNATURE
 from semcolor.errors import ShardIntegrityError
 
 CACHE_FILE = "verified-shards.json"
 _CHUNK = 1 << 20
 _PROGRESS_MIN_BYTES = 256 << 20  # a bar only when the unverified shards are big enough to take a while
 _LOCK = threading.Lock()
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 
 @dataclass(frozen=True)
@@ -237,9 +237,9 @@ def _decode_problem(suffix: str, data: bytes) -> str | None:
 
 def _png_chunk_problem(data: bytes) -> str | None:
     """Why a PNG's chunk structure is broken (signature, a chunk's CRC, no IEND), or None."""
-    if not data.startswith(_PNG_SIGNATURE):
+    if not data.startswith(PNG_SIGNATURE):
         return "not a PNG (bad signature)"
-    position = len(_PNG_SIGNATURE)
+    position = len(PNG_SIGNATURE)
     while position + 12 <= len(data):
         length = int.from_bytes(data[position:position + 4], "big")
         kind = data[position + 4:position + 8]

@@ -61,8 +61,7 @@ from semcolor.data.shard_format import (
 )
 from semcolor.data.shard_settings import OnError, ShardSettings
 from semcolor.color import rgb8_to_lab8_planar
-# IMAGE_RESAMPLE: the filter the shards are resized with, re-exported here where it used to live
-from semcolor.data.sources.labels import IMAGE_RESAMPLE, resize_image, resize_label  # noqa: F401
+from semcolor.data.sources.labels import resize_image, resize_label
 from semcolor.data.sources.base import Item, Sample, SampleError, Source
 from semcolor.errors import TooManySkippedError
 
