@@ -40,9 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from concurrent.futures import ProcessPoolExecutor
 from contextlib import contextmanager
-from multiprocessing import get_context
 from pathlib import Path
 
 import numpy as np
@@ -51,7 +49,7 @@ from PIL import Image
 from semcolor import color
 from semcolor.color import prepare_lab8_lookup, rgb8_to_lab8, rgb8_to_lab8_planar
 from semcolor.data.shard_format import MANIFEST_FORMAT, PNG_COMPRESS_LEVEL, encode_npy, encode_png
-from semcolor.data.shards import convert_item, convert_items, convert_split, resize_sample
+from semcolor.data.shards import convert_item, convert_items, convert_split, process_pool, resize_sample
 from semcolor.data.sources.labels import invalid_label_values, read_palette_indices, read_rgb_image_resized, resize_label
 from semcolor.data.sources import get_source
 from semcolor.data.sources.base import Item, Source
@@ -180,13 +178,6 @@ def computed_lab() -> Iterator[None]:
         color._lab8_of_color, color._LOOKUP_AFTER_PIXELS = table, after
 
 
-def lookup_pool(workers: int) -> ProcessPoolExecutor:
-    """``semcolor.data.shards.process_pool`` whose workers have built the Lab table at start-up."""
-    context = get_context("forkserver")
-    context.set_forkserver_preload(["semcolor.data.shards"])
-    return ProcessPoolExecutor(workers, mp_context=context, initializer=prepare_lab8_lookup)
-
-
 def convert_all(source: Source, items: list[Item], size: int) -> None:
     for item in items:
         convert_item(source, item, size)
@@ -280,7 +271,7 @@ def main(argv: list[str] | None = None) -> dict[str, object]:
         prepare_lab8_lookup()
         lab_table_build_s = time.process_time() - build_start
         started = time.perf_counter()
-        pool = lookup_pool(args.workers)
+        pool = process_pool(args.workers, initializer=prepare_lab8_lookup)  # workers hold the Lab table
         # warm: every worker started and holding its imports before anything is timed
         warm = [pool.submit(convert_items, source, items[:1], args.size) for _ in range(args.workers)]
         [future.result() for future in warm]

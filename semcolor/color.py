@@ -315,8 +315,8 @@ def _reference_lab8(rgb8: np.ndarray) -> np.ndarray:
 
 
 def _computed_lab8_into(flat: np.ndarray, out: np.ndarray) -> None:
-    """Codes of the (n, 3) uint8 pixels ``flat`` into ``out``, (3, n) uint8, by the table path and the
-    reference for the flagged pixels."""
+    """Codes of the (n, 3) uint8 pixels ``flat`` into ``out``, (3, n) uint8, computed: float32 with the f(t)
+    table, then the float64 reference for the pixels flagged near a rounding boundary."""
     near_tie = []
     for start in range(0, flat.shape[0], _CHUNK_PIXELS):
         stop = start + _CHUNK_PIXELS

@@ -461,15 +461,16 @@ def convert_split(
     )
 
 
-def process_pool(workers: int) -> ProcessPoolExecutor:
-    """A pool of ``workers`` processes forked from a clean server process that has this module loaded.
+def process_pool(workers: int, initializer: Callable[[], object] | None = None) -> ProcessPoolExecutor:
+    """A pool of ``workers`` processes forked from a clean server process that has this module loaded;
+    each worker calls ``initializer()`` once at its start when given.
 
     Not plain fork: the caller may hold threads (tqdm's monitor, Prefect's clients) whose locks fork
     would copy mid-state. Not spawn: every worker would import this module (numpy, PIL, and torch through
     semcolor.color) again, seconds each; the fork server imports it once per Python process."""
     context = get_context("forkserver")
     context.set_forkserver_preload([__name__])
-    return ProcessPoolExecutor(workers, mp_context=context)
+    return ProcessPoolExecutor(workers, mp_context=context, initializer=initializer)
 
 
 def clear_outputs(out_dir: str | Path) -> None:
