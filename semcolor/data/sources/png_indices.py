@@ -1,0 +1,89 @@
+"""A fast reader for the plain label PNG: 8-bit palette or grayscale, not interlaced, every row unfiltered.
+
+That is how VOC2012 (SegmentationClass), the augmented VOC labels (SegmentationClassAug) and this project's
+own shards and synthetic world store their class maps: libpng and PIL leave palette rows unfiltered. For
+such a file the pixel values are the inflated IDAT stream minus one filter byte per row, so decoding is one
+inflate. It is done with zlib-ng, which inflates these long runs of one value about 18x faster than the
+system zlib PIL links (0.02 against 0.37 ms for a 500x375 VOC-style label; PIL's whole decode took 0.52 ms,
+about a sixth of converting one sample to a 128 px shard).
+
+``plain_png_indices`` returns None for any file outside that layout and for any anomaly (bad signature,
+chunk CRC, a zlib error, a stream of the wrong length, more pixels than PIL's decompression-bomb limit), so
+the caller decodes it with PIL as before: whenever it returns an array, that array is what PIL decodes
+(``tests/test_png_indices.py`` checks both on real and generated labels), and every error still comes
+from PIL.
+"""
+
+from __future__ import annotations
+
+import struct
+import zlib
+
+import numpy as np
+from PIL import Image
+from zlib_ng import zlib_ng
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_COLOR_TYPE_GRAY, _COLOR_TYPE_PALETTE = 0, 3
+# Chunks that do not change the stored index values (palette, transparency, text, gamma, ...) are passed
+# over; these are the ones that carry or delimit the pixels.
+_IHDR, _PLTE, _IDAT, _IEND = b"IHDR", b"PLTE", b"IDAT", b"IEND"
+
+
+def _chunks(data: bytes):
+    """(type, payload) of each chunk after the signature, CRC-checked; ValueError on any damage."""
+    position = len(PNG_SIGNATURE)
+    while position < len(data):
+        if position + 8 > len(data):
+            raise ValueError("truncated chunk header")
+        length, kind = struct.unpack_from(">I4s", data, position)
+        end = position + 8 + length
+        if end + 4 > len(data):
+            raise ValueError("truncated chunk")
+        payload = data[position + 8 : end]
+        (crc,) = struct.unpack_from(">I", data, end)
+        if zlib.crc32(payload, zlib.crc32(kind)) != crc:
+            raise ValueError(f"bad CRC in chunk {kind!r}")
+        yield kind, payload
+        if kind == _IEND:
+            return
+        position = end + 4
+    raise ValueError("no IEND chunk")
+
+
+def plain_png_indices(data: bytes) -> np.ndarray | None:
+    """The stored values of a plain label PNG (module docstring) as uint8 (H, W), or None when ``data`` is
+    not one (the caller decodes it with PIL then)."""
+    if not data.startswith(PNG_SIGNATURE):
+        return None
+    try:
+        chunks = _chunks(data)
+        kind, header = next(chunks)
+        if kind != _IHDR or len(header) != 13:
+            return None
+        width, height, depth, color_type, compression, filter_method, interlace = struct.unpack(">IIBBBBB", header)
+        plain = depth == 8 and color_type in (_COLOR_TYPE_GRAY, _COLOR_TYPE_PALETTE)
+        if not plain or (compression, filter_method, interlace) != (0, 0, 0):
+            return None
+        if not 0 < width * height <= Image.MAX_IMAGE_PIXELS:  # PIL warns or refuses beyond: let it
+            return None
+        rest = list(chunks)  # to IEND, every CRC checked
+    except (ValueError, StopIteration, struct.error):
+        return None
+    kinds = [kind for kind, _ in rest]
+    if color_type == _COLOR_TYPE_PALETTE and _PLTE not in kinds:  # PIL's own verdict on a palette-less file
+        return None
+    stream = b"".join([payload for kind, payload in rest if kind == _IDAT])
+    row_bytes = width + 1  # one filter-type byte, then one byte per pixel
+    expected = height * row_bytes
+    inflater = zlib_ng.decompressobj()
+    try:
+        raw = inflater.decompress(stream, expected + 1)  # at most one byte past: never a bomb
+    except zlib_ng.error:
+        return None
+    if len(raw) != expected or not inflater.eof:
+        return None
+    rows = np.frombuffer(raw, dtype=np.uint8).reshape(height, row_bytes)
+    if rows[:, 0].any():  # a filtered row (Sub, Up, Average, Paeth): PIL undoes those
+        return None
+    return rows[:, 1:].copy()  # writable and contiguous, like np.array(image)
