@@ -29,6 +29,7 @@ from semcolor.data.shard_format import (
     encode_npy,
     encode_png,
     stored_size_for,
+    tar_member_info,
 )
 from semcolor.data.shard_reader import read_manifest, read_shard_samples
 from semcolor.data.shards import (
@@ -324,6 +325,27 @@ def test_write_shards_rejects_unsorted_or_repeated_keys(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="'b' came after 'b'"):
         write_shards([sample("a"), sample("b"), sample("b")], tmp_path / "repeated", "train", 5)
     assert not list((tmp_path / "bad").iterdir())  # the shard being written is removed
+
+
+@pytest.mark.parametrize("count", [1, 2, 7, 20])
+def test_shards_are_the_bytes_tarfile_writes(tmp_path: Path, count: int) -> None:
+    # member sizes around the 512-byte block (0, 1, 511, 512, 513, ...) and archive ends on either side of
+    # a 10240-byte record: the writer builds the bytes itself (and hashes them on the way)
+    rng = np.random.default_rng(count)
+    samples = [
+        ConvertedSample(f"k{index:03d}", b"x" * int(rng.integers(0, 3)), seg_png=bytes(rng.integers(0, 256, size)),
+                        lab_npy=b"L" * int(rng.choice([0, 511, 512, 513, 10240, 48_000 + index])))
+        for index, size in enumerate(rng.choice([1, 511, 512, 513, 1023, 5000], count))
+    ]
+    [info] = write_shards(samples, tmp_path / "out", "train", count)
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w", format=tarfile.USTAR_FORMAT) as tar:
+        for sample in samples:
+            for suffix, data in sample.members:
+                tar.addfile(tar_member_info(f"{sample.key}.{suffix}", len(data)), io.BytesIO(data))
+    written = (tmp_path / "out" / info.file).read_bytes()
+    assert written == buffer.getvalue()
+    assert info.sha256 == hashlib.sha256(written).hexdigest() and info.samples == count
 
 
 def test_stored_size_and_argument_checks(tree: Path, tmp_path: Path) -> None:

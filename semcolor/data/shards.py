@@ -27,9 +27,8 @@ from __future__ import annotations
 
 import collections
 import ctypes
-import io
+import hashlib
 import json
-import tarfile
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Executor, ProcessPoolExecutor
 from dataclasses import dataclass
@@ -41,7 +40,6 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from semcolor.atomic import atomic_output, write_text_atomic
-from semcolor.hashing import file_sha256
 from semcolor.data.shard_format import (
     FORMAT1_MEMBER_SUFFIXES,
     FORMAT_VERSION,
@@ -57,7 +55,8 @@ from semcolor.data.shard_format import (
     encode_png,
     shard_name,
     stored_size_for,
-    tar_member_info,
+    tar_end_bytes,
+    tar_member_bytes,
 )
 from semcolor.data.shard_settings import OnError, ShardSettings
 from semcolor.color import rgb8_to_lab8_planar
@@ -256,14 +255,20 @@ def write_shard(samples: Iterable[ConvertedSample], path: str | Path) -> ShardIn
     The tar is USTAR with fixed metadata (``semcolor.data.shard_format``), written to a temporary file beside
     ``path`` and renamed over it only when complete."""
     path = Path(path)
-    count = 0
+    count = offset = 0
+    digest = hashlib.sha256()
     with atomic_output(path) as stream:
-        with tarfile.open(fileobj=stream, mode="w", format=tarfile.USTAR_FORMAT) as tar:
-            for sample in samples:
-                for suffix, data in sample.members:
-                    tar.addfile(tar_member_info(f"{sample.key}.{suffix}", len(data)), io.BytesIO(data))
-                count += 1
-    return ShardInfo(file=path.name, samples=count, sha256=file_sha256(path))
+        for sample in samples:
+            for suffix, data in sample.members:
+                member = tar_member_bytes(f"{sample.key}.{suffix}", data)
+                digest.update(member)
+                stream.write(member)
+                offset += len(member)
+            count += 1
+        end = tar_end_bytes(offset)
+        digest.update(end)
+        stream.write(end)
+    return ShardInfo(file=path.name, samples=count, sha256=digest.hexdigest())
 
 
 def _checked_order(samples: Iterable[ConvertedSample]) -> Iterator[ConvertedSample]:
