@@ -12,7 +12,8 @@ import pytest
 from PIL import Image
 
 from semcolor.data.sources.labels import encode_palette_png, read_palette_indices
-from semcolor.data.sources.png_indices import PNG_SIGNATURE, plain_png_indices
+from semcolor.data.shard_format import PNG_SIGNATURE
+from semcolor.data.sources.png_indices import plain_png_indices
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "voc2012-aug-labels" / "SegmentationClassAug"
 

@@ -23,7 +23,7 @@ import numpy as np
 from PIL import Image
 from zlib_ng import zlib_ng
 
-PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+from semcolor.data.shard_format import PNG_SIGNATURE
 _COLOR_TYPE_GRAY, _COLOR_TYPE_PALETTE = 0, 3
 # Chunks that do not change the stored index values (palette, transparency, text, gamma, ...) are passed
 # over; these are the ones that carry or delimit the pixels.
