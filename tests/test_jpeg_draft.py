@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from semcolor.data.sources import labels
 from semcolor.data.sources.jpeg_draft import decode_jpeg_draft, pil_draft_scale
 from semcolor.data.sources.labels import pil_rgb_image_resized, read_rgb_image_resized
 
@@ -91,3 +92,24 @@ def test_small_damaged_and_foreign_files_are_left_to_pil(tmp_path: Path) -> None
     (tmp_path / "photo.png").write_bytes(png.getvalue())
     np.testing.assert_array_equal(read_rgb_image_resized(tmp_path / "photo.png", 128)[0],
                                   pil_rgb_image_resized(tmp_path / "photo.png", 128)[0])
+
+
+def test_a_ycbcr_jpeg_never_reaches_pil(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_jpeg(tmp_path / "photo.jpg", photo(5, 500, 375))
+    expected = pil_rgb_image_resized(path, 128)[0]
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("the YCbCr JPEG went through PIL")
+
+    monkeypatch.setattr(labels, "pil_rgb_image_resized", refuse)
+    assert np.array_equal(read_rgb_image_resized(path, 128)[0], expected)
+
+
+def test_pils_pixel_limit_is_respected(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = write_jpeg(tmp_path / "photo.jpg", photo(6, 500, 375)).read_bytes()
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL refuses this file now: so must the fast path
+    assert decode_jpeg_draft(data, 128) is None
+    with pytest.raises(Image.DecompressionBombError):
+        read_rgb_image_resized(tmp_path / "photo.jpg", 128)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    assert decode_jpeg_draft(data, 128) is not None

@@ -36,6 +36,8 @@ def handmade_png(
     interlace: int = 0,
     palette: bool = True,
     stream_tail: bytes = b"",
+    before_idat: bytes = b"",
+    split_idat_with: bytes | None = None,
 ) -> bytes:
     """A PNG written byte by byte: rows with the given filter types (applied correctly), so PIL reads the
     same values back."""
@@ -60,7 +62,12 @@ def handmade_png(
     body = chunk(b"IHDR", header)
     if palette:
         body += chunk(b"PLTE", bytes(range(256)) * 3)
-    body += chunk(b"IDAT", zlib.compress(b"".join(rows) + stream_tail))
+    stream = zlib.compress(b"".join(rows) + stream_tail)
+    body += before_idat
+    if split_idat_with is None:
+        body += chunk(b"IDAT", stream)
+    else:  # two IDATs with another chunk between them
+        body += chunk(b"IDAT", stream[:10]) + split_idat_with + chunk(b"IDAT", stream[10:])
     return PNG_SIGNATURE + body + chunk(b"IEND", b"")
 
 
@@ -122,7 +129,8 @@ def _flip_byte(data: bytes, index: int) -> bytes:
 
 @pytest.mark.parametrize(
     "case",
-    ["interlaced", "depth_4", "rgb", "no_palette", "bad_crc", "truncated", "long_stream", "not_png", "no_iend"],
+    ["interlaced", "depth_4", "rgb", "no_palette", "bad_crc", "truncated", "long_stream", "not_png", "no_iend",
+     "ancillary_bad_crc", "idat_split", "odd_chunk_type", "second_ihdr", "long_palette"],
 )
 def test_anything_outside_the_plain_layout_is_left_to_pil(case: str) -> None:
     label = blocky(5, 24, 32)
@@ -138,6 +146,12 @@ def test_anything_outside_the_plain_layout_is_left_to_pil(case: str) -> None:
         "long_stream": handmade_png(label, stream_tail=b"\0" * 33),
         "not_png": b"GIF89a" + plain[6:],
         "no_iend": plain[: -len(chunk(b"IEND", b""))],
+        # a tEXt chunk whose CRC does not hold: the pixels are intact, the file is not
+        "ancillary_bad_crc": handmade_png(label, before_idat=chunk(b"tEXt", b"a\0b")[:-1] + b"\0"),
+        "idat_split": handmade_png(label, split_idat_with=chunk(b"tEXt", b"a\0b")),
+        "odd_chunk_type": handmade_png(label, before_idat=chunk(b"a-b!", b"")),
+        "second_ihdr": handmade_png(label, before_idat=chunk(b"IHDR", struct.pack(">IIBBBBB", 32, 24, 8, 0, 0, 0, 0))),
+        "long_palette": handmade_png(label, before_idat=chunk(b"PLTE", bytes(801))),
     }
     assert plain_png_indices(variants[case]) is None
 
@@ -149,3 +163,19 @@ def test_read_palette_indices_still_names_a_broken_file(tmp_path: Path) -> None:
         read_palette_indices(path)
     with pytest.raises(FileNotFoundError):
         read_palette_indices(tmp_path / "absent.png")
+
+
+def test_split_idats_in_a_row_are_read(tmp_path: Path) -> None:
+    label = blocky(8, 24, 32)
+    data = handmade_png(label, split_idat_with=b"")
+    assert np.array_equal(plain_png_indices(data), label)
+    assert np.array_equal(pil_indices(data), label)
+
+
+def test_pils_pixel_limit_is_respected_and_can_be_switched_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    label = blocky(9, 24, 32)
+    data = handmade_png(label)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 24 * 32 - 1)  # PIL would warn: its verdict stands
+    assert plain_png_indices(data) is None
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # the usual way to switch the check off
+    assert np.array_equal(plain_png_indices(data), label)

@@ -9,13 +9,16 @@ sample to a 128 px shard.
 
 It returns None, and the caller decodes with PIL as before, for anything but a YCbCr JPEG (gray, CMYK,
 YCCK and Adobe-RGB files keep PIL's own conversion), for a file libjpeg-turbo reports any error or warning
-on (PIL's verdict on damaged files stays the one that counts), and when the scaled size is not PIL's.
+on (PIL's verdict on damaged files stays the one that counts), for one beyond PIL's decompression-bomb limit,
+and when the scaled size is not PIL's.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import simplejpeg
+
+from semcolor.data.sources.png_indices import beyond_pil_pixel_limit
 
 _DRAFT_SCALES = (8, 4, 2)  # PIL's: JpegImagePlugin.draft, largest first
 
@@ -37,7 +40,7 @@ def decode_jpeg_draft(data: bytes, size: int) -> tuple[np.ndarray, tuple[int, in
         height, width, colorspace, _ = simplejpeg.decode_jpeg_header(data)
     except ValueError:
         return None
-    if colorspace != "YCbCr":
+    if colorspace != "YCbCr" or beyond_pil_pixel_limit(width, height):
         return None
     scale = pil_draft_scale(width, height, size)
     if scale == 1:

@@ -7,8 +7,9 @@ inflate. It is done with zlib-ng, which inflates these long runs of one value ab
 system zlib PIL links (0.02 against 0.37 ms for a 500x375 VOC-style label; PIL's whole decode took 0.52 ms,
 about a sixth of converting one sample to a 128 px shard).
 
-``plain_png_indices`` returns None for any file outside that layout and for any anomaly (bad signature,
-chunk CRC, a zlib error, a stream of the wrong length, more pixels than PIL's decompression-bomb limit), so
+``plain_png_indices`` returns None for any file outside that layout and for any anomaly (bad signature, a
+chunk's CRC or type, a second IHDR, IDATs not consecutive, an invalid palette, a zlib error, a stream of the
+wrong length, more pixels than PIL's decompression-bomb limit), so
 the caller decodes it with PIL as before: whenever it returns an array, that array is what PIL decodes
 (``tests/test_png_indices.py`` checks both on real and generated labels), and every error still comes
 from PIL.
@@ -16,6 +17,7 @@ from PIL.
 
 from __future__ import annotations
 
+import re
 import struct
 import zlib
 
@@ -28,6 +30,15 @@ _COLOR_TYPE_GRAY, _COLOR_TYPE_PALETTE = 0, 3
 # Chunks that do not change the stored index values (palette, transparency, text, gamma, ...) are passed
 # over; these are the ones that carry or delimit the pixels.
 _IHDR, _PLTE, _IDAT, _IEND = b"IHDR", b"PLTE", b"IDAT", b"IEND"
+_CHUNK_TYPE = re.compile(rb"[A-Za-z]{4}")  # the PNG spec's; PIL refuses some other types, so they go to it
+_MAX_PALETTE_BYTES = 3 * 256
+
+
+def beyond_pil_pixel_limit(width: int, height: int) -> bool:
+    """True when PIL would warn about or refuse an image of this size (``Image.MAX_IMAGE_PIXELS``, None
+    when a user switched the check off): the fast readers leave such files to PIL, so its verdict stands."""
+    limit = Image.MAX_IMAGE_PIXELS
+    return limit is not None and width * height > limit
 
 
 def _chunks(data: bytes):
@@ -37,6 +48,8 @@ def _chunks(data: bytes):
         if position + 8 > len(data):
             raise ValueError("truncated chunk header")
         length, kind = struct.unpack_from(">I4s", data, position)
+        if not _CHUNK_TYPE.fullmatch(kind):
+            raise ValueError(f"chunk type {kind!r}")
         end = position + 8 + length
         if end + 4 > len(data):
             raise ValueError("truncated chunk")
@@ -65,13 +78,19 @@ def plain_png_indices(data: bytes) -> np.ndarray | None:
         plain = depth == 8 and color_type in (_COLOR_TYPE_GRAY, _COLOR_TYPE_PALETTE)
         if not plain or (compression, filter_method, interlace) != (0, 0, 0):
             return None
-        if not 0 < width * height <= Image.MAX_IMAGE_PIXELS:  # PIL warns or refuses beyond: let it
+        if width * height <= 0 or beyond_pil_pixel_limit(width, height):
             return None
         rest = list(chunks)  # to IEND, every CRC checked
     except (ValueError, StopIteration, struct.error):
         return None
     kinds = [kind for kind, _ in rest]
-    if color_type == _COLOR_TYPE_PALETTE and _PLTE not in kinds:  # PIL's own verdict on a palette-less file
+    at = [position for position, kind in enumerate(kinds) if kind == _IDAT]
+    if _IHDR in kinds or not at or at != list(range(at[0], at[-1] + 1)):
+        return None  # a second IHDR, no IDAT, or IDATs not consecutive (PIL calls that truncated)
+    palettes = [payload for kind, payload in rest if kind == _PLTE]
+    if any(len(palette) % 3 or len(palette) > _MAX_PALETTE_BYTES for palette in palettes):
+        return None  # PIL refuses an invalid palette size
+    if color_type == _COLOR_TYPE_PALETTE and not palettes:  # PIL's own verdict on a palette-less file
         return None
     stream = b"".join([payload for kind, payload in rest if kind == _IDAT])
     row_bytes = width + 1  # one filter-type byte, then one byte per pixel
