@@ -5,7 +5,9 @@
 
 For each checkpoint: segmentation (mIoU, pixel accuracy, cross-entropy; for embed/full/seg_only) against the
 class prior (CE of the val class frequencies = their entropy, the best constant predictor) and the majority
-class, and models/gridnet_gray.pt on the same images when present; colorization from samples at
+class, and models/gridnet_gray.pt on the same images when present; the world oracle
+(``baselines.world_oracle``: a perfect sampler of the synthetic world at the models' 1/4 resolution, the
+reference for every sample figure below; ``--oracle-draws``); colorization from samples at
 ``--temperature`` (2 per image, per-image seeds) against the same model's fast path (the mixture mean of f):
 per-image PSNR, colorfulness beside the real images', MS-SSIM between the two samples of each input.
 Every figure comes from ``semcolor.evaluation.measures`` / ``semcolor.evaluation.metrics``; this script only loads and prints.
@@ -22,12 +24,16 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+import yaml
 from PIL import Image
 
 from semcolor.evaluation import measures as ev
 from semcolor.evaluation import metrics
 from semcolor.data.loader import LoaderConfig, ShardBatches, read_manifest
 from semcolor.training.checkpoint import load_checkpoint, model_from_checkpoint
+from semcolor.data.sources.synthetic import WorldConfig
+from semcolor.evaluation.world_oracle import oracle_ab
 
 SHARDS = Path("data/shards/synthetic/128")
 
@@ -49,6 +55,29 @@ def baselines(data: ev.EvalSet, num_classes: int) -> dict[str, float]:
     return {"class_prior_entropy": entropy, "majority_class_miou": metrics.mean_iou(confusion),
             "majority_class_pixel_accuracy": float(prior[majority]),
             "real_colorfulness": float(np.mean([metrics.colorfulness(image) for image in real_rgb]))}
+
+
+def world_oracle(data: ev.EvalSet, sampled: ev.EvalSet, draws: int) -> dict[str, float]:
+    """The figures of a perfect sampler of the synthetic world at the models' 1/4 resolution: each image's
+    colours drawn again from the world's own probabilities (``semcolor.evaluation.world_oracle``), through
+    the shard path, 4 x 4 means; scored with the models' measures on the same images. ``sample_*`` and
+    ``ms_ssim_between_samples``: its first two draws; ``fast_psnr``: the mean of all ``draws``."""
+    params = yaml.safe_load(Path("params.yaml").read_text(encoding="utf-8"))["sources"]["synthetic"]
+    config = WorldConfig(**{key: tuple(value) if isinstance(value, list) else value for key, value in params.items()})
+    pooled = []
+    for index, key in enumerate(data.keys):
+        split, number = key.rsplit("_", 1)
+        own, redrawn = oracle_ab(config, split, int(number), draws, data.L.shape[-1])
+        if not torch.equal(own, data.ab[index]):  # the oracle's shard path must be the shards' own
+            raise SystemExit(f"{key}: the rendered world image does not match its shard (another world config?)")
+        pooled.append(F.avg_pool2d(redrawn, 4))
+    oracle = torch.stack(pooled)  # (N, draws, 2, S/4, S/4)
+    count = len(sampled)
+    first = ev.colorization_metrics(sampled, oracle[:count, 0])
+    return {"draws": draws, "fast_psnr": ev.colorization_metrics(data, oracle.mean(1))["psnr"],
+            "fast_psnr_on_sampled": ev.colorization_metrics(sampled, oracle[:count].mean(1))["psnr"],
+            "sample_psnr": first["psnr"], "sample_colorfulness": first["colorfulness"],
+            **ev.diversity_metrics(sampled, oracle[:count, :2], None)}
 
 
 def batched(function, tensor: torch.Tensor, size: int) -> torch.Tensor:
@@ -93,6 +122,8 @@ def main() -> None:
     parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--grid", default="reports/psc_quality.png")
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--oracle-draws", type=int, default=8,
+                        help="world-oracle draws per image (its fast path averages them); 0: no oracle")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     num_classes = len(read_manifest(SHARDS)["class_names"])
@@ -100,6 +131,11 @@ def main() -> None:
     sampled = data.subset(range(min(args.sample_images, len(data))))
     result: dict[str, object] = {"images": len(data), "sample_images": len(sampled), "temperature": args.temperature,
                                  "baselines": baselines(data, num_classes)}
+    if args.oracle_draws:
+        if args.oracle_draws < 2:
+            parser.error("--oracle-draws needs at least 2 (MS-SSIM between two draws)")
+        result["baselines"]["world_oracle"] = oracle = world_oracle(data, sampled, args.oracle_draws)
+        print("world_oracle", json.dumps({k: round(v, 4) if isinstance(v, float) else v for k, v in oracle.items()}))
     gridnet = Path("models/gridnet_gray.pt")
     if gridnet.is_file():
         model = model_from_checkpoint(gridnet)
