@@ -25,7 +25,6 @@ import numpy as np
 from PIL import Image
 
 from semcolor.data.sources.base import Item, SampleError, Source
-from semcolor.data.sources.jpeg_draft import decode_jpeg_draft
 from semcolor.data.sources.png_indices import plain_png_indices
 
 # Antialiased: PIL widens the kernel with the scale factor when downsizing, so this is a tent filter over
@@ -36,7 +35,6 @@ IMAGE_RESAMPLE = Image.Resampling.BILINEAR
 LABEL_RESAMPLE = Image.Resampling.NEAREST
 # Draft-decode a JPEG only when libjpeg can scale it by at least 1/2 and stay >= the target on both sides.
 _MIN_DRAFT_FACTOR = 2
-_JPEG_START = b"\xff\xd8"  # SOI: the first two bytes of every JPEG
 
 # WebDataset splits a sample's file names at the first dot, and keys become tar member names: an id used
 # as a key must have neither dots nor path separators nor whitespace.
@@ -117,25 +115,7 @@ def resize_label(label: np.ndarray, size: int) -> np.ndarray:
 def read_rgb_image_resized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
     """Decode an image file straight to uint8 RGB (size, size, 3); also returns the file's own (width,
     height). JPEG draft mode when the file is at least twice ``size`` on both sides (module docstring),
-    otherwise exactly ``resize_image(read_rgb_image(path), size)``. Raises what ``read_rgb_image`` raises.
-
-    A YCbCr JPEG is draft-decoded by libjpeg-turbo directly (``semcolor.data.sources.jpeg_draft``: PIL's
-    scale and pixels, without PIL's decoder loop); any other file, and any file it refuses, takes PIL."""
-    path = Path(path)
-    with path.open("rb") as file:
-        head = file.read(2)
-        data = head + file.read() if head == _JPEG_START else None  # only JPEGs are read whole here
-    # None unless PIL would draft it too: a scale of 1/2 or less, so at least twice ``size`` on both sides
-    drafted = decode_jpeg_draft(data, size) if data is not None else None
-    if drafted is not None:
-        pixels, original, box = drafted
-        image = Image.fromarray(pixels, mode="RGB")
-        return np.asarray(image.resize((size, size), IMAGE_RESAMPLE, box=box)), original
-    return pil_rgb_image_resized(path, size)
-
-
-def pil_rgb_image_resized(path: str | Path, size: int) -> tuple[np.ndarray, tuple[int, int]]:
-    """``read_rgb_image_resized`` all through PIL (its draft mode for a JPEG at least twice ``size``)."""
+    otherwise exactly ``resize_image(read_rgb_image(path), size)``. Raises what ``read_rgb_image`` raises."""
     with Image.open(path) as image:
         original = image.size
         box = None
@@ -159,7 +139,7 @@ def read_palette_indices(path: str | Path) -> np.ndarray:
     through a palette would silently invent indices.
 
     A plain 8-bit, unfiltered, non-interlaced PNG (VOC's own labels) is inflated directly
-    (``semcolor.data.sources.png_indices``: the same values, 10x faster); anything else goes through PIL."""
+    (``semcolor.data.sources.png_indices``: the same values, about 6x faster); anything else goes through PIL."""
     data = Path(path).read_bytes()
     indices = plain_png_indices(data)
     if indices is not None:
