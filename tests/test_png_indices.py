@@ -12,8 +12,7 @@ import pytest
 from PIL import Image
 
 from semcolor.data.sources.labels import encode_palette_png, read_palette_indices
-from semcolor.data.shard_format import PNG_SIGNATURE
-from semcolor.data.sources.png_indices import plain_png_indices
+from semcolor.data.sources.png_indices import PNG_SIGNATURE, plain_png_indices
 
 FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "voc2012-aug-labels" / "SegmentationClassAug"
 
@@ -179,3 +178,9 @@ def test_pils_pixel_limit_is_respected_and_can_be_switched_off(monkeypatch: pyte
     assert plain_png_indices(data) is None
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)  # the usual way to switch the check off
     assert np.array_equal(plain_png_indices(data), label)
+
+
+def test_one_png_signature() -> None:
+    from semcolor.data import shard_format
+
+    assert PNG_SIGNATURE == shard_format.PNG_SIGNATURE == b"\x89PNG\r\n\x1a\n"

@@ -25,7 +25,9 @@ import numpy as np
 from PIL import Image
 from zlib_ng import zlib_ng
 
-from semcolor.data.shard_format import PNG_SIGNATURE
+# The PNG file signature. Also in semcolor.data.shard_format, which the sources (upstream of the shards, and
+# of the download stage) do not import.
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _COLOR_TYPE_GRAY, _COLOR_TYPE_PALETTE = 0, 3
 # Chunks that do not change the stored index values (palette, transparency, text, gamma, ...) are passed
 # over; these are the ones that carry or delimit the pixels.
