@@ -23,7 +23,6 @@ import os
 import sys
 import tarfile
 import threading
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -33,7 +32,7 @@ from PIL import Image
 from tqdm.auto import tqdm
 
 from semcolor.atomic import write_json_atomic
-from semcolor.data.shard_format import PNG_SIGNATURE
+from semcolor.data.sources.png_indices import png_chunks
 from semcolor.errors import ShardIntegrityError
 
 CACHE_FILE = "verified-shards.json"
@@ -237,21 +236,12 @@ def _decode_problem(suffix: str, data: bytes) -> str | None:
 
 def _png_chunk_problem(data: bytes) -> str | None:
     """Why a PNG's chunk structure is broken (signature, a chunk's CRC, no IEND), or None."""
-    if not data.startswith(PNG_SIGNATURE):
-        return "not a PNG (bad signature)"
-    position = len(PNG_SIGNATURE)
-    while position + 12 <= len(data):
-        length = int.from_bytes(data[position:position + 4], "big")
-        kind = data[position + 4:position + 8]
-        end = position + 8 + length
-        if end + 4 > len(data):
-            return f"chunk {kind!r} runs past the end"
-        if zlib.crc32(data[position + 4:end]) != int.from_bytes(data[end:end + 4], "big"):
-            return f"CRC mismatch in chunk {kind.decode('latin-1')}"
-        if kind == b"IEND":
-            return None
-        position = end + 4
-    return "no IEND chunk (cut short)"
+    try:
+        for _ in png_chunks(data):
+            pass
+    except ValueError as error:
+        return str(error)
+    return None
 
 
 def _remote_url(path: Path) -> str | None:

@@ -39,8 +39,9 @@ from semcolor.scaling import lab8_to_unit
 
 
 def redraw_colors(world_image: WorldImage, config: WorldConfig, rng: np.random.Generator) -> np.ndarray:
-    """float64 (S, S, 3) Lab: ``world_image`` with every visible region's twin class, mode and chroma noise
-    drawn again from the world's probabilities (L unchanged)."""
+    """``world_image.lab`` with every visible region's twin class, mode and chroma noise drawn again from the
+    world's probabilities, L unchanged: float64 (S, S, 3), channel last, CIE L in [0, 100], a and b in Lab
+    units (inside sRGB, as every world colour is)."""
     regions = world_image.facts["regions"]  # the visible regions, in instance order
     instances = np.unique(world_image.instances)
     if len(instances) != len(regions):
@@ -62,8 +63,9 @@ def redraw_colors(world_image: WorldImage, config: WorldConfig, rng: np.random.G
 
 
 def shard_ab(world_image: WorldImage, config: WorldConfig, size: int) -> torch.Tensor:
-    """(2, size, size) a/b in model units of ``world_image`` as a ``size`` px shard stores it (the world's
-    JPEG, decoded in full and resized as the ``synthetic`` source's samples are, then 8-bit Lab codes)."""
+    """a/b of ``world_image`` as a ``size`` px shard stores it and the loader reads it (the world's JPEG,
+    decoded in full and resized as the ``synthetic`` source's samples are, 8-bit Lab codes, then
+    ``semcolor.scaling.lab8_to_unit``): float32 (2, size, size), channel first (a, b), ab / 128."""
     jpeg, _ = encode_world_image(world_image, config.jpeg_quality)
     with Image.open(io.BytesIO(jpeg)) as image:
         rgb = np.asarray(image.convert("RGB"))
@@ -73,10 +75,10 @@ def shard_ab(world_image: WorldImage, config: WorldConfig, size: int) -> torch.T
 
 def oracle_ab(config: WorldConfig, split: str, index: int, draws: int, size: int, seed: int = 0
               ) -> tuple[torch.Tensor, torch.Tensor]:
-    """(the image's own a/b (2, S, S), ``draws`` oracle draws (draws, 2, S, S)), model units, shard path.
-    The draws depend only on (seed, split, index)."""
+    """(the image's own a/b (2, S, S), ``draws`` oracle draws (draws, 2, S, S)), both as ``shard_ab`` gives
+    them. The draws depend only on (seed, split, index)."""
     world_image = render_image(config, split, index)
-    rng = np.random.default_rng([seed, index, len(split)])
+    rng = np.random.default_rng([seed, index, len(split)])  # the split by its name's length (train 5, val 3)
     redrawn = []
     for _ in range(draws):
         lab = redraw_colors(world_image, config, rng)

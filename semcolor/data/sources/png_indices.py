@@ -43,36 +43,40 @@ def beyond_pil_pixel_limit(width: int, height: int) -> bool:
     return limit is not None and width * height > limit
 
 
-def _chunks(data: bytes):
-    """(type, payload) of each chunk after the signature, CRC-checked; ValueError on any damage."""
+def png_chunks(data: bytes):
+    """(type, payload) of each chunk of the PNG ``data`` up to IEND, every CRC checked (the one chunk walker
+    of the project: ``semcolor.data.shard_integrity`` checks stored maps with it). ValueError saying why when
+    the signature, a chunk's length or CRC is wrong, or the file ends before IEND."""
+    if not data.startswith(PNG_SIGNATURE):
+        raise ValueError("not a PNG (bad signature)")
     position = len(PNG_SIGNATURE)
-    while position < len(data):
-        if position + 8 > len(data):
-            raise ValueError("truncated chunk header")
+    while position + 12 <= len(data):
         length, kind = struct.unpack_from(">I4s", data, position)
-        if not _CHUNK_TYPE.fullmatch(kind):
-            raise ValueError(f"chunk type {kind!r}")
         end = position + 8 + length
         if end + 4 > len(data):
-            raise ValueError("truncated chunk")
+            raise ValueError(f"chunk {kind!r} runs past the end")
         payload = data[position + 8 : end]
-        (crc,) = struct.unpack_from(">I", data, end)
-        if zlib.crc32(payload, zlib.crc32(kind)) != crc:
-            raise ValueError(f"bad CRC in chunk {kind!r}")
+        if zlib.crc32(payload, zlib.crc32(kind)) != struct.unpack_from(">I", data, end)[0]:
+            raise ValueError(f"CRC mismatch in chunk {kind.decode('latin-1')}")
         yield kind, payload
         if kind == _IEND:
             return
         position = end + 4
-    raise ValueError("no IEND chunk")
+    raise ValueError("no IEND chunk (cut short)")
+
+
+def _checked_types(chunks):
+    for kind, payload in chunks:
+        if not _CHUNK_TYPE.fullmatch(kind):
+            raise ValueError(f"chunk type {kind!r}")
+        yield kind, payload
 
 
 def plain_png_indices(data: bytes) -> np.ndarray | None:
     """The stored values of a plain label PNG (module docstring) as uint8 (H, W), or None when ``data`` is
     not one (the caller decodes it with PIL then)."""
-    if not data.startswith(PNG_SIGNATURE):
-        return None
     try:
-        chunks = _chunks(data)
+        chunks = _checked_types(png_chunks(data))
         kind, header = next(chunks)
         if kind != _IHDR or len(header) != 13:
             return None
