@@ -170,8 +170,10 @@ def train(
     if custom_step:
         optimizers = model.make_optimizers(config.lr, config.betas, config.weight_decay)
     else:
+        # foreach: one fused update over all tensors; torch picks it only for CUDA tensors by itself, and the
+        # per-tensor loop cost a PixelCNN's CPU step 9 ms of its 150 (4.9 ms fused)
         optimizers = {"main": torch.optim.Adam(model.parameters(), lr=config.lr, betas=config.betas,
-                                               weight_decay=config.weight_decay)}
+                                               weight_decay=config.weight_decay, foreach=True)}
     loss_module: nn.Module = LossModule(model)
     if context.enabled:  # broadcasts rank 0's (initialised or resumed) weights to every rank
         loss_module = nn.parallel.DistributedDataParallel(
@@ -210,6 +212,7 @@ def train(
     if steps_per_epoch < 1:
         raise ValueError("the training data yields no whole batch per epoch")
 
+    parameters = list(model.parameters())  # walked once: load_state_dict and .to() keep the tensors
     model.train()
     bar = tqdm(total=config.steps, initial=step, desc=model_name, disable=not (config.progress and context.is_main),
                dynamic_ncols=True)
@@ -240,7 +243,7 @@ def train(
                 optimizers["main"].zero_grad(set_to_none=True)
                 loss.backward()
                 if config.grad_clip is not None:
-                    grad_norm = float(nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip))
+                    grad_norm = float(nn.utils.clip_grad_norm_(parameters, config.grad_clip, foreach=True))
                 optimizers["main"].step()
             if ema is not None:
                 ema.update(model)
