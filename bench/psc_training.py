@@ -6,7 +6,7 @@ Each setup is one full optimizer step of ``psc_<variant>`` (forward, L_sum, back
 Adam) on random inputs of the setup's crop size, weights data-dependently initialised first:
 
 * ``demo_full`` / ``demo_seg_only``: params.yaml's ``train_psc`` model (width 1/16, g of 32 channels) and
-  loader (batch 16, 64 px crops) - what ``make demo`` trains;
+  loader (batch 8, 64 px crops) - what ``make demo`` trains;
 * ``paper_full``: width 1.0, g 8 x 128, 128 px inputs (configs/paper/psc_voc2012_aug.yaml) at
   ``--paper-batch`` (the paper's 32 does not fit a CPU's time; samples/s is per sample anyway).
 
@@ -58,12 +58,13 @@ def measure(name: str, model_name: str, config: dict, batch: int, size: int, rou
     model = create_model(model_name, **config)
     data = _batch(batch, size, config["num_classes"])
     model.data_dependent_init(data)
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, betas=(0.95, 0.9995))
+    parameters = list(model.parameters())
+    optimizer = torch.optim.Adam(parameters, lr=1e-3, betas=(0.95, 0.9995), foreach=True)  # as the loop does
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
         model.compute_losses(data)["loss"].backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        torch.nn.utils.clip_grad_norm_(parameters, 5.0, foreach=True)
         optimizer.step()
 
     counter = FlopCounterMode(display=False)

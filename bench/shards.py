@@ -111,6 +111,12 @@ def build_voc_tree(root: Path, images: Path | None, count: int, seed: int) -> Pa
     return root
 
 
+def _pil_indices(path: Path) -> np.ndarray:
+    """A label PNG's palette indices as PIL reads them (the reader before png_indices)."""
+    with Image.open(path) as image:
+        return np.array(image)
+
+
 def per_second(count: int, action: Callable[[], object]) -> float:
     """``count`` divided by the wall time of ``action()``."""
     start = time.perf_counter()
@@ -207,7 +213,7 @@ def stage_breakdown(source: Source, items: list[Item], size: int) -> dict[str, f
         "decode_jpeg_draft": timed(lambda: decode_all(paths, size)),
         "image_draft_decode_and_resize": timed(lambda: [read_rgb_image_resized(path, size) for path in paths]),
         "label_decode": timed(lambda: [read_palette_indices(path) for path in label_paths]),
-        "label_decode_pil": timed(lambda: [np.array(Image.open(path)) for path in label_paths]),  # the old path
+        "label_decode_pil": timed(lambda: [_pil_indices(path) for path in label_paths]),  # the old path
         "label_checks": timed(lambda: [invalid_label_values(label, source.num_classes, 255) for label in labels]),
         "label_resize": timed(lambda: [resize_label(label, size) for label in labels]),
         "rgb8_to_lab8_planar": timed(lambda: [rgb8_to_lab8_planar(image) for image in resized]),

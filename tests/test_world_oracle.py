@@ -80,3 +80,13 @@ def test_the_oracle_renders_through_the_shard_path_exactly(world_shards: Path) -
         assert torch.equal(own, torch.from_numpy(ab)), key  # the image's own colours, as its shard holds them
         assert draws.shape == (3, 2, 128, 128)
         assert not torch.equal(draws[0], draws[1])
+
+
+def test_the_draws_are_keyed_by_seed_split_and_index_and_are_not_the_images_own() -> None:
+    own, draws = oracle_ab(CONFIG, "val", 2, 2, 32)
+    _, again = oracle_ab(CONFIG, "val", 2, 2, 32)
+    assert torch.equal(draws, again)  # a pure function of (seed, split, index)
+    assert not torch.equal(draws[0], own)  # a stream of its own, not the world's colour stream replayed
+    assert not torch.equal(oracle_ab(CONFIG, "train", 2, 2, 32)[1], draws)
+    assert not torch.equal(oracle_ab(CONFIG, "val", 2, 2, 32, seed=1)[1], draws)
+    assert not torch.equal(oracle_ab(CONFIG, "val", 3, 2, 32)[1][0], draws[0])

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from semcolor.evaluation import metrics
+from semcolor.evaluation import image_pool, metrics
 from semcolor.color import lab_to_srgb
 from semcolor.scaling import AB_SCALE, unit_to_lab, upsample_ab
 
@@ -42,7 +42,7 @@ class EvalSet:
         """{"lab": (N, S, S, 3) float64, "rgb": uint8 (N, S, S, 3), "weights": (N, S, S)} of the real images."""
         if not self._reference:
             lab = to_lab(self.L, self.ab)
-            self._reference.update(lab=lab, rgb=np.round(lab_to_srgb(lab) * 255.0).astype(np.uint8),
+            self._reference.update(lab=lab, rgb=lab_to_rgb8(lab),
                                    weights=metrics.rebalancing_weights(lab[..., 1:]))
         return self._reference
 
@@ -58,9 +58,18 @@ def to_lab(L_unit: torch.Tensor, ab_unit: torch.Tensor) -> np.ndarray:
     return lab.transpose(0, 2, 3, 1).astype(np.float64)
 
 
+def _lab_to_rgb8_call(lab: np.ndarray) -> np.ndarray:
+    return np.round(lab_to_srgb(lab) * 255.0).astype(np.uint8)
+
+
+def lab_to_rgb8(lab: np.ndarray) -> np.ndarray:
+    """Lab (N, S, S, 3) -> sRGB uint8 (N, S, S, 3), clipped to the gamut and rounded."""
+    return image_pool.per_pixel(_lab_to_rgb8_call, lab)
+
+
 def to_rgb8(L_unit: torch.Tensor, ab_unit: torch.Tensor) -> np.ndarray:
     """Model units -> sRGB uint8 (N, S, S, 3)."""
-    return np.round(lab_to_srgb(to_lab(L_unit, ab_unit)) * 255.0).astype(np.uint8)
+    return lab_to_rgb8(to_lab(L_unit, ab_unit))
 
 
 def colorization_metrics(data: EvalSet, predicted_ab: torch.Tensor, palette: metrics.Palette | None = None
@@ -75,15 +84,15 @@ def colorization_metrics(data: EvalSet, predicted_ab: torch.Tensor, palette: met
     ab = upsample_ab(predicted_ab.float(), size)
     reference = data.reference()
     lab_pred, lab_true, rgb_true, weights = to_lab(data.L, ab), reference["lab"], reference["rgb"], reference["weights"]
-    rgb_pred = np.round(lab_to_srgb(lab_pred) * 255.0).astype(np.uint8)
+    rgb_pred = lab_to_rgb8(lab_pred)
     result = {
-        "psnr": float(np.mean([metrics.psnr(p, t) for p, t in zip(rgb_pred, rgb_true)])),
-        "ssim": float(np.mean([metrics.ssim(p, t) for p, t in zip(rgb_pred, rgb_true)])),
-        "colorfulness": float(np.mean([metrics.colorfulness(p) for p in rgb_pred])),
+        "psnr": float(np.mean(image_pool.map_images(metrics.psnr, rgb_pred, rgb_true))),
+        "ssim": float(np.mean(image_pool.map_images(metrics.ssim, rgb_pred, rgb_true))),
+        "colorfulness": float(np.mean(image_pool.map_images(metrics.colorfulness, rgb_pred))),
         "delta_colorfulness": metrics.delta_colorfulness(list(rgb_pred), list(rgb_true)),
         "auc_ab": metrics.ab_error_auc(lab_pred[..., 1:], lab_true[..., 1:]),
         "auc_ab_rebalanced": metrics.ab_error_auc(lab_pred[..., 1:], lab_true[..., 1:], weights),
-        "ciede2000": float(metrics.ciede2000(lab_pred, lab_true).mean()),
+        "ciede2000": float(image_pool.per_pixel(metrics.ciede2000, lab_pred, lab_true).mean()),
     }
     if palette is not None:
         result["palette_accuracy"] = metrics.palette_accuracy(palette_confusion(data, ab, palette))
@@ -95,9 +104,9 @@ def cheap_colorization_metrics(data: EvalSet, predicted_ab: torch.Tensor,
     """The figures of ``colorization_metrics`` a sweep needs, at a fifth of its cost: psnr, colorfulness and
     (with a palette) palette_accuracy, computed exactly as there."""
     ab = upsample_ab(predicted_ab.float(), data.L.shape[-1])
-    rgb_pred = np.round(lab_to_srgb(to_lab(data.L, ab)) * 255.0).astype(np.uint8)
-    result = {"psnr": float(np.mean([metrics.psnr(p, t) for p, t in zip(rgb_pred, data.reference()["rgb"])])),
-              "colorfulness": float(np.mean([metrics.colorfulness(p) for p in rgb_pred]))}
+    rgb_pred = to_rgb8(data.L, ab)
+    result = {"psnr": float(np.mean(image_pool.map_images(metrics.psnr, rgb_pred, data.reference()["rgb"]))),
+              "colorfulness": float(np.mean(image_pool.map_images(metrics.colorfulness, rgb_pred)))}
     if palette is not None:
         result["palette_accuracy"] = metrics.palette_accuracy(palette_confusion(data, ab, palette))
     return result
@@ -115,7 +124,11 @@ def palette_confusion(data: EvalSet, predicted_ab: torch.Tensor | Sequence[torch
     set's labels, summed over several predictions (e.g. the k samples) when a sequence is given."""
     predictions = [predicted_ab] if isinstance(predicted_ab, torch.Tensor) else list(predicted_ab)
     labels = data.seg.numpy()
-    return sum(metrics.palette_confusion(ab_lab_units(data, ab), labels, palette) for ab in predictions)
+
+    def confusion(ab: np.ndarray, seg: np.ndarray) -> np.ndarray:
+        return metrics.palette_confusion(ab, seg, palette)
+
+    return sum(image_pool.summed(confusion, ab_lab_units(data, ab), labels) for ab in predictions)
 
 
 def segmentation_metrics(data: EvalSet, logits: torch.Tensor, num_classes: int) -> dict[str, float]:
@@ -165,7 +178,7 @@ def diversity_metrics(data: EvalSet, samples_ab: torch.Tensor, palette: metrics.
     first = to_rgb8(data.L, upsample_ab(samples_ab[:, 0].float(), size))
     second = to_rgb8(data.L, upsample_ab(samples_ab[:, 1].float(), size))
     result: dict[str, Any] = {
-        "ms_ssim_between_samples": float(np.mean([metrics.ms_ssim(a, b) for a, b in zip(first, second)]))}
+        "ms_ssim_between_samples": float(np.mean(image_pool.map_images(metrics.ms_ssim, first, second)))}
     if palette is not None:
         pooled: dict[int, np.ndarray] = {}
         draws = [ab_lab_units(data, samples_ab[:, j]) for j in range(k)]

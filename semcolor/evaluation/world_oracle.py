@@ -29,6 +29,7 @@ from semcolor.data.sources.labels import resize_image
 from semcolor.data.sources.synthetic import (
     CLASS_ID,
     KIND_CLASSES,
+    SPLIT_CODES,
     WORLD_CLASSES,
     WorldConfig,
     WorldImage,
@@ -73,12 +74,17 @@ def shard_ab(world_image: WorldImage, config: WorldConfig, size: int) -> torch.T
     return torch.from_numpy(ab)
 
 
+# The world renders image (split, index) from the streams [world seed, split code, index, 0 or 1]
+# (synthetic._rngs); the oracle's draws take a third stream, so they never replay the image's own colours.
+ORACLE_STREAM = 2
+
+
 def oracle_ab(config: WorldConfig, split: str, index: int, draws: int, size: int, seed: int = 0
               ) -> tuple[torch.Tensor, torch.Tensor]:
     """(the image's own a/b (2, S, S), ``draws`` oracle draws (draws, 2, S, S)), both as ``shard_ab`` gives
     them. The draws depend only on (seed, split, index)."""
     world_image = render_image(config, split, index)
-    rng = np.random.default_rng([seed, index, len(split)])  # the split by its name's length (train 5, val 3)
+    rng = np.random.default_rng([seed, SPLIT_CODES[split], index, ORACLE_STREAM])
     redrawn = []
     for _ in range(draws):
         lab = redraw_colors(world_image, config, rng)
