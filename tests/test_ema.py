@@ -49,5 +49,20 @@ def test_update_follows_weights_loaded_into_the_model_after_the_first_update():
 
 def test_a_different_model_is_refused():
     ema = ExponentialMovingAverage(_model(), decay=0.5)
-    with pytest.raises(ValueError, match="parameters do not match"):
+    with pytest.raises(ValueError, match="parameters or buffers do not match"):
         ema.update(nn.Linear(2, 2))
+
+
+def test_update_follows_a_model_moved_after_the_first_update():
+    model = _model()
+    ema = ExponentialMovingAverage(model, decay=0.0)
+    ema.update(model)
+    model.double()  # swaps every parameter's data and replaces the buffers
+    ema.shadow.double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.fill_(1.5)
+        model[1].running_mean.fill_(4.0)
+    ema.update(model)
+    assert all(torch.equal(p, torch.full_like(p, 1.5)) for p in ema.shadow.parameters())
+    assert torch.equal(ema.shadow[1].running_mean, torch.full((3,), 4.0, dtype=torch.float64))

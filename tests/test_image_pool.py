@@ -10,11 +10,27 @@ from semcolor.evaluation.measures import lab_to_rgb8
 
 
 @pytest.fixture
-def two_threads():
+def two_threads(monkeypatch):
+    """Two workers and pieces of 4 images, so every call below is split (37 images: 10 pieces)."""
     before = torch.get_num_threads()
     torch.set_num_threads(2)
+    monkeypatch.setattr(image_pool, "CHUNK_IMAGES", 4)
     yield
     torch.set_num_threads(before)
+
+
+def test_the_work_is_split_over_threads(two_threads):
+    import threading
+
+    seen: list[tuple[int, str]] = []
+
+    def record(lab: np.ndarray) -> np.ndarray:
+        seen.append((len(lab), threading.current_thread().name))
+        return lab
+
+    image_pool.per_pixel(record, _lab(0))
+    assert sorted(n for n, _ in seen) == [1] + [4] * 9
+    assert all(name.startswith("semcolor-measures") for _, name in seen)
 
 
 def _lab(seed: int, count: int = 37, size: int = 24) -> np.ndarray:

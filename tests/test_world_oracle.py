@@ -9,8 +9,9 @@ import pytest
 import torch
 
 from semcolor.data.shard_reader import read_shard_samples
-from semcolor.data.sources.synthetic import CLASS_ID, WORLD_CLASSES, WorldConfig, render_image
-from semcolor.evaluation.world_oracle import oracle_ab, redraw_colors
+from semcolor.data.sources.synthetic import (CLASS_ID, SPLIT_CODES, WORLD_CLASSES, WorldConfig, WorldImage, _rngs,
+                                             render_image)
+from semcolor.evaluation.world_oracle import ORACLE_STREAM, oracle_ab, redraw_colors, shard_ab
 from semcolor.scaling import lab8_to_unit
 from tests.world_shards import build_world_shards
 
@@ -82,11 +83,17 @@ def test_the_oracle_renders_through_the_shard_path_exactly(world_shards: Path) -
         assert not torch.equal(draws[0], draws[1])
 
 
-def test_the_draws_are_keyed_by_seed_split_and_index_and_are_not_the_images_own() -> None:
+def test_the_draws_come_from_their_own_stream_of_seed_split_code_and_index() -> None:
     own, draws = oracle_ab(CONFIG, "val", 2, 2, 32)
-    _, again = oracle_ab(CONFIG, "val", 2, 2, 32)
-    assert torch.equal(draws, again)  # a pure function of (seed, split, index)
-    assert not torch.equal(draws[0], own)  # a stream of its own, not the world's colour stream replayed
-    assert not torch.equal(oracle_ab(CONFIG, "train", 2, 2, 32)[1], draws)
+    image = render_image(CONFIG, "val", 2)
+    rng = np.random.default_rng([0, SPLIT_CODES["val"], 2, ORACLE_STREAM])  # the key, pinned
+    for draw in draws:
+        lab = redraw_colors(image, CONFIG, rng)
+        expected = shard_ab(WorldImage(image.image_id, lab, image.label, image.instances, image.facts), CONFIG, 32)
+        assert torch.equal(draw, expected)
+    assert not torch.equal(draws[0], own)
+    # a stream of its own: not one of the two the world renders the image from (synthetic._rngs)
+    first = np.random.default_rng([0, SPLIT_CODES["val"], 2, ORACLE_STREAM]).random(4)
+    for world_stream in _rngs(CONFIG, "val", 2):
+        assert not np.array_equal(world_stream.random(4), first)
     assert not torch.equal(oracle_ab(CONFIG, "val", 2, 2, 32, seed=1)[1], draws)
-    assert not torch.equal(oracle_ab(CONFIG, "val", 3, 2, 32)[1][0], draws[0])

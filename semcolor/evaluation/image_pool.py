@@ -14,6 +14,7 @@ the compute threads the process runs with, so the measures use no more cores tha
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -28,6 +29,10 @@ CHUNK_IMAGES = 16  # images per piece: 16 x 128 x 128 x 3 float64 is 6 MB, a few
 @lru_cache(maxsize=4)
 def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="semcolor-measures")
+
+
+# a pool's threads do not survive fork: a child would wait forever on the parent's executor
+os.register_at_fork(after_in_child=_pool.cache_clear)
 
 
 def workers() -> int:

@@ -24,26 +24,37 @@ class ExponentialMovingAverage:
         self.shadow = copy.deepcopy(model).eval()
         for parameter in self.shadow.parameters():
             parameter.requires_grad_(False)
+        # Parameter objects, not their .data: .to()/.double() swap a parameter's data in place, so these
+        # follow a moved model. Buffers are replaced by new tensors on a move, so they are looked up by
+        # (module, name) at every update.
         self._shadow_parameters = list(self.shadow.parameters())
-        self._shadow_buffers = list(self.shadow.buffers())
+        self._shadow_buffers = _buffer_slots(self.shadow)
         self._source: nn.Module | None = None
         self._source_parameters: list[torch.Tensor] = []
-        self._source_buffers: list[torch.Tensor] = []
+        self._source_buffers: list[tuple[nn.Module, str]] = []
 
     @torch.no_grad()
     def update(self, model: nn.Module) -> None:
-        if model is not self._source:  # the tensors of a module keep their identity across optimizer steps
+        if model is not self._source:
             self._source = model
-            self._source_parameters = [p.detach() for p in model.parameters()]
-            self._source_buffers = list(model.buffers())
-            if len(self._source_parameters) != len(self._shadow_parameters):
-                raise ValueError("the model's parameters do not match the EMA copy's")
+            self._source_parameters = list(model.parameters())
+            self._source_buffers = _buffer_slots(model)
+            if len(self._source_parameters) != len(self._shadow_parameters) or \
+                    len(self._source_buffers) != len(self._shadow_buffers):
+                raise ValueError("the model's parameters or buffers do not match the EMA copy's")
         torch._foreach_lerp_(self._shadow_parameters, self._source_parameters, 1.0 - self.decay)
         if self._shadow_buffers:
-            torch._foreach_copy_(self._shadow_buffers, self._source_buffers)
+            torch._foreach_copy_([module._buffers[name] for module, name in self._shadow_buffers],
+                                 [module._buffers[name] for module, name in self._source_buffers])
 
     def state_dict(self) -> dict:
         return self.shadow.state_dict()
 
     def load_state_dict(self, state: dict) -> None:
         self.shadow.load_state_dict(state)
+
+
+def _buffer_slots(model: nn.Module) -> list[tuple[nn.Module, str]]:
+    """(module, name) of every buffer, in ``model.buffers()`` order."""
+    return [(module, name) for module in model.modules() for name, buffer in module._buffers.items()
+            if buffer is not None]

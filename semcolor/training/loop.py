@@ -212,7 +212,7 @@ def train(
     if steps_per_epoch < 1:
         raise ValueError("the training data yields no whole batch per epoch")
 
-    parameters = list(model.parameters())  # walked once: load_state_dict and .to() keep the tensors
+    parameters = list(model.parameters())  # walked once: load_state_dict and .to() keep the Parameter objects
     model.train()
     bar = tqdm(total=config.steps, initial=step, desc=model_name, disable=not (config.progress and context.is_main),
                dynamic_ncols=True)
