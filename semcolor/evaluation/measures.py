@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from semcolor.evaluation import image_pool, metrics
-from semcolor.color import lab_to_srgb
+from semcolor import color
 from semcolor.scaling import AB_SCALE, unit_to_lab, upsample_ab
 
 
@@ -58,13 +58,10 @@ def to_lab(L_unit: torch.Tensor, ab_unit: torch.Tensor) -> np.ndarray:
     return lab.transpose(0, 2, 3, 1).astype(np.float64)
 
 
-def _lab_to_rgb8_call(lab: np.ndarray) -> np.ndarray:
-    return np.round(lab_to_srgb(lab) * 255.0).astype(np.uint8)
-
-
 def lab_to_rgb8(lab: np.ndarray) -> np.ndarray:
-    """Lab (N, S, S, 3) -> sRGB uint8 (N, S, S, 3), clipped to the gamut and rounded."""
-    return image_pool.per_pixel(_lab_to_rgb8_call, lab)
+    """Lab (N, S, S, 3), L in [0, 100] -> sRGB uint8 (N, S, S, 3): ``semcolor.color.lab_to_rgb8`` over chunks
+    of images on every compute thread (the same bits)."""
+    return image_pool.per_pixel(color.lab_to_rgb8, lab)
 
 
 def to_rgb8(L_unit: torch.Tensor, ab_unit: torch.Tensor) -> np.ndarray:
